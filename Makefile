@@ -1,0 +1,40 @@
+# Everything runs inside .venv, which these targets create on a fresh clone.
+PY      := .venv/bin/python
+PIP     := $(PY) -m pip
+STAMP   := .venv/.installed
+# On machines without an NVIDIA GPU, pin the local CPU wheel first; a looser pin pulls a multi-GB CUDA build.
+TORCH_PIN ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "torch==2.13.0")
+
+.PHONY: install lint format test test-all demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(if $(TORCH_PIN),$(PIP) install -q "$(TORCH_PIN)")
+	$(PIP) install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(PY) -m ruff check lvqmln_torch lvqmln_jax_ref tests benchmarks
+	$(PY) -m ruff format --check lvqmln_torch lvqmln_jax_ref tests benchmarks
+
+format: $(STAMP)
+	$(PY) -m ruff format lvqmln_torch lvqmln_jax_ref tests benchmarks
+	$(PY) -m ruff check --fix lvqmln_torch lvqmln_jax_ref tests benchmarks
+
+test: lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-all: lint
+	$(PY) -m pytest -q -p no:cacheprovider -m "slow or not slow"
+
+demo: $(STAMP)
+	$(PY) -m lvqmln_torch.demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf .venv lightning_logs demo_output .pytest_cache .ruff_cache
