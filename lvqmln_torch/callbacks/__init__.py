@@ -1,0 +1,16 @@
+"""Lightning callbacks for the training features of upstream LVQMLN."""
+
+from ._shadow import ShadowWeights, evaluation_state
+from .convergence import LossConvergence
+from .ema import ExponentialMovingAverage
+from .lookahead import Lookahead
+from .restore_best import RestoreBest
+
+__all__ = [
+    "ExponentialMovingAverage",
+    "Lookahead",
+    "LossConvergence",
+    "RestoreBest",
+    "ShadowWeights",
+    "evaluation_state",
+]

@@ -1,0 +1,101 @@
+"""Conversion between the torch backbones and the seed's JAX parameter layout.
+
+The JAX side is plain numpy, so this module needs no JAX import:
+
+- MLP: a list of ``(W[in, out], b[out])``.
+- CNN: ``{"conv_layers": [(kernel[H, W, I, O], bias[O])], "linear": (W[in, out], b[out])}``
+  for NHWC images (torch uses NCHW images and OIHW kernels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .backbones import CNNBackbone, MLPBackbone
+
+__all__ = [
+    "backbone_from_jax",
+    "backbone_to_jax",
+    "images_nchw_to_nhwc",
+    "images_nhwc_to_nchw",
+]
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().copy()
+
+
+def _linear_to_jax(layer: torch.nn.Linear) -> tuple[np.ndarray, np.ndarray]:
+    return _np(layer.weight.T), _np(layer.bias)
+
+
+def _set(param: Tensor, value: Any, name: str) -> None:
+    value = torch.as_tensor(np.asarray(value), dtype=param.dtype, device=param.device)
+    if value.shape != param.shape:
+        raise ValueError(
+            f"{name}: expected shape {tuple(param.shape)} (torch layout), got {tuple(value.shape)}"
+        )
+    with torch.no_grad():
+        param.copy_(value)
+
+
+def backbone_to_jax(backbone: MLPBackbone | CNNBackbone) -> Any:
+    """Export backbone parameters in the seed's layout (numpy arrays, same dtype)."""
+    if isinstance(backbone, MLPBackbone):
+        return [_linear_to_jax(layer) for layer in backbone.layers]
+    if isinstance(backbone, CNNBackbone):
+        convs = [(_np(c.weight.permute(2, 3, 1, 0)), _np(c.bias)) for c in backbone.convs]
+        return {"conv_layers": convs, "linear": _linear_to_jax(backbone.head)}
+    raise TypeError(
+        f"backbone_to_jax supports MLPBackbone and CNNBackbone, got {type(backbone).__name__}"
+    )
+
+
+def backbone_from_jax(backbone: MLPBackbone | CNNBackbone, params: Any) -> None:
+    """Load parameters in the seed's layout into ``backbone`` (in place).
+
+    Raises:
+        ValueError: when the number of layers or a shape does not match the backbone.
+    """
+    if isinstance(backbone, MLPBackbone):
+        params = list(params)
+        if len(params) != len(backbone.layers):
+            raise ValueError(
+                f"MLP has {len(backbone.layers)} layers but the parameters have {len(params)}"
+            )
+        for i, (layer, (w, b)) in enumerate(zip(backbone.layers, params)):
+            _set(layer.weight, np.asarray(w).T, f"layer {i} weight")
+            _set(layer.bias, b, f"layer {i} bias")
+        return
+    if isinstance(backbone, CNNBackbone):
+        convs = list(params["conv_layers"])
+        if len(convs) != len(backbone.convs):
+            raise ValueError(
+                f"CNN has {len(backbone.convs)} conv layers but the parameters have {len(convs)}"
+            )
+        for i, (conv, (kernel, bias)) in enumerate(zip(backbone.convs, convs)):
+            _set(conv.weight, np.transpose(np.asarray(kernel), (3, 2, 0, 1)), f"conv {i} kernel")
+            _set(conv.bias, bias, f"conv {i} bias")
+        w, b = params["linear"]
+        _set(backbone.head.weight, np.asarray(w).T, "linear weight")
+        _set(backbone.head.bias, b, "linear bias")
+        return
+    raise TypeError(
+        f"backbone_from_jax supports MLPBackbone and CNNBackbone, got {type(backbone).__name__}"
+    )
+
+
+def images_nchw_to_nhwc(images: np.ndarray | Tensor) -> np.ndarray:
+    """``(n, C, H, W)`` → ``(n, H, W, C)`` as numpy."""
+    array = _np(images) if isinstance(images, Tensor) else np.asarray(images)
+    return np.ascontiguousarray(array.transpose(0, 2, 3, 1))
+
+
+def images_nhwc_to_nchw(images: np.ndarray | Tensor) -> np.ndarray:
+    """``(n, H, W, C)`` → ``(n, C, H, W)`` as numpy."""
+    array = _np(images) if isinstance(images, Tensor) else np.asarray(images)
+    return np.ascontiguousarray(array.transpose(0, 3, 1, 2))
