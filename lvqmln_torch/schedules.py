@@ -15,7 +15,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["SCHEDULES", "ScheduleLR", "build_schedule"]
+__all__ = ["SCHEDULES", "ScheduleLR", "build_schedule", "check_schedule_args"]
 
 Schedule = Callable[[int], float]
 
@@ -87,6 +87,12 @@ def _warmup_cosine(
     end_value: float = 0.0,
     exponent: float = 1.0,
 ) -> Schedule:
+    if decay_steps <= warmup_steps:
+        raise ValueError(
+            f"warmup_cosine_decay needs decay_steps ({decay_steps}) > warmup_steps ({warmup_steps}); "
+            "decay_steps defaults to the run's total optimizer steps, so lengthen the run or set "
+            "lr_scheduler_kwargs"
+        )
     alpha = 0.0 if peak_value == 0.0 else end_value / peak_value
     return _join(
         [
@@ -197,6 +203,24 @@ SCHEDULES: dict[str, tuple[Callable[[float, int, Mapping[str, Any]], Schedule], 
 }
 
 
+def check_schedule_args(name: str, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validate a schedule name and its keyword arguments (without building it).
+
+    Raises:
+        ValueError: for an unknown name or keyword, listing the valid ones.
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"Unknown lr_scheduler {name!r}. Valid schedulers: {', '.join(SCHEDULES)}")
+    kwargs = dict(kwargs or {})
+    unknown = set(kwargs) - SCHEDULES[name][1]
+    if unknown:
+        raise ValueError(
+            f"lr_scheduler {name!r} got unknown lr_scheduler_kwargs {sorted(unknown)}; "
+            f"valid keys: {sorted(SCHEDULES[name][1])}"
+        )
+    return kwargs
+
+
 def build_schedule(
     name: str, lr: float, total_steps: int, kwargs: Mapping[str, Any] | None = None
 ) -> Schedule:
@@ -211,17 +235,8 @@ def build_schedule(
     Raises:
         ValueError: for an unknown name or keyword, listing the valid ones.
     """
-    if name not in SCHEDULES:
-        raise ValueError(f"Unknown lr_scheduler {name!r}. Valid schedulers: {', '.join(SCHEDULES)}")
-    builder, accepted = SCHEDULES[name]
-    kwargs = dict(kwargs or {})
-    unknown = set(kwargs) - accepted
-    if unknown:
-        raise ValueError(
-            f"lr_scheduler {name!r} got unknown lr_scheduler_kwargs {sorted(unknown)}; "
-            f"valid keys: {sorted(accepted)}"
-        )
-    return builder(float(lr), int(total_steps), kwargs)
+    kwargs = check_schedule_args(name, kwargs)
+    return SCHEDULES[name][0](float(lr), int(total_steps), kwargs)
 
 
 class ScheduleLR(LRScheduler):
