@@ -73,6 +73,16 @@ def _masked_min(distances: Tensor, mask: Tensor, dim: int) -> Tensor:
     return torch.amin(torch.where(mask, distances, distances.new_full((), fill)), dim=dim)
 
 
+def _check_prototype_labels(distances: Tensor, prototype_labels: Tensor) -> None:
+    _check_rank("distances", distances, 2)
+    _check_rank("prototype_labels", prototype_labels, 1)
+    if prototype_labels.shape[0] != distances.shape[1]:
+        raise ValueError(
+            f"prototype_labels has {prototype_labels.shape[0]} entries but distances has "
+            f"{distances.shape[1]} columns"
+        )
+
+
 def _check_labels(distances: Tensor, targets: Tensor, prototype_labels: Tensor) -> None:
     _check_rank("distances", distances, 2)
     _check_rank("targets", targets, 1)
@@ -194,8 +204,7 @@ def wtac(distances: Tensor, prototype_labels: Tensor) -> Tensor:
     Returns:
         ``(n,)`` labels; on exact ties the prototype with the lowest index wins.
     """
-    _check_rank("distances", distances, 2)
-    _check_rank("prototype_labels", prototype_labels, 1)
+    _check_prototype_labels(distances, prototype_labels)
     return prototype_labels[torch.argmin(distances, dim=1)]
 
 
@@ -211,8 +220,7 @@ def stratified_min_pooling(distances: Tensor, prototype_labels: Tensor, n_classe
         ``(n, k)`` minimum distance to each class; the dtype's max for a class that has no
         prototype.
     """
-    _check_rank("distances", distances, 2)
-    _check_rank("prototype_labels", prototype_labels, 1)
+    _check_prototype_labels(distances, prototype_labels)
     classes = torch.arange(n_classes, device=prototype_labels.device)
     class_mask = prototype_labels[None, :] == classes[:, None]  # (k, p)
     return _masked_min(distances[:, None, :], class_mask[None, :, :], dim=2)

@@ -33,14 +33,19 @@ def _linear_to_jax(layer: torch.nn.Linear) -> tuple[np.ndarray, np.ndarray]:
     return _np(layer.weight.T), _np(layer.bias)
 
 
-def _set(param: Tensor, value: Any, name: str) -> None:
-    value = torch.as_tensor(np.asarray(value), dtype=param.dtype, device=param.device)
-    if value.shape != param.shape:
-        raise ValueError(
-            f"{name}: expected shape {tuple(param.shape)} (torch layout), got {tuple(value.shape)}"
-        )
-    with torch.no_grad():
-        param.copy_(value)
+def _convert(param: Tensor, value: Any, name: str, perm: tuple[int, ...] | None = None) -> Tensor:
+    """``value`` (seed layout; ``perm`` maps it to torch's) as a tensor like ``param``; shapes
+    are checked, and reported, in the seed's layout."""
+    # np.array copies: arrays from JAX are read-only, which torch.as_tensor warns about.
+    array = np.array(value)
+    expected = tuple(param.shape)
+    if perm is not None:
+        expected = tuple(expected[i] for i in np.argsort(perm))
+    if array.shape != expected:
+        raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
+    if perm is not None:
+        array = array.transpose(perm)
+    return torch.as_tensor(array, dtype=param.dtype, device=param.device)
 
 
 def backbone_to_jax(backbone: MLPBackbone | CNNBackbone) -> Any:
@@ -59,8 +64,10 @@ def backbone_from_jax(backbone: MLPBackbone | CNNBackbone, params: Any) -> None:
     """Load parameters in the seed's layout into ``backbone`` (in place).
 
     Raises:
-        ValueError: when the number of layers or a shape does not match the backbone.
+        ValueError: when the number of layers or a shape does not match the backbone; the
+            backbone is then left unchanged (everything is checked before anything is copied).
     """
+    updates: list[tuple[Tensor, Tensor]] = []
     if isinstance(backbone, MLPBackbone):
         params = list(params)
         if len(params) != len(backbone.layers):
@@ -68,25 +75,30 @@ def backbone_from_jax(backbone: MLPBackbone | CNNBackbone, params: Any) -> None:
                 f"MLP has {len(backbone.layers)} layers but the parameters have {len(params)}"
             )
         for i, (layer, (w, b)) in enumerate(zip(backbone.layers, params)):
-            _set(layer.weight, np.asarray(w).T, f"layer {i} weight")
-            _set(layer.bias, b, f"layer {i} bias")
-        return
-    if isinstance(backbone, CNNBackbone):
+            updates.append((layer.weight, _convert(layer.weight, w, f"layer {i} weight", (1, 0))))
+            updates.append((layer.bias, _convert(layer.bias, b, f"layer {i} bias")))
+    elif isinstance(backbone, CNNBackbone):
         convs = list(params["conv_layers"])
         if len(convs) != len(backbone.convs):
             raise ValueError(
                 f"CNN has {len(backbone.convs)} conv layers but the parameters have {len(convs)}"
             )
         for i, (conv, (kernel, bias)) in enumerate(zip(backbone.convs, convs)):
-            _set(conv.weight, np.transpose(np.asarray(kernel), (3, 2, 0, 1)), f"conv {i} kernel")
-            _set(conv.bias, bias, f"conv {i} bias")
+            updates.append(
+                (conv.weight, _convert(conv.weight, kernel, f"conv {i} kernel", (3, 2, 0, 1)))
+            )
+            updates.append((conv.bias, _convert(conv.bias, bias, f"conv {i} bias")))
         w, b = params["linear"]
-        _set(backbone.head.weight, np.asarray(w).T, "linear weight")
-        _set(backbone.head.bias, b, "linear bias")
-        return
-    raise TypeError(
-        f"backbone_from_jax supports MLPBackbone and CNNBackbone, got {type(backbone).__name__}"
-    )
+        head = backbone.head
+        updates.append((head.weight, _convert(head.weight, w, "linear weight", (1, 0))))
+        updates.append((head.bias, _convert(head.bias, b, "linear bias")))
+    else:
+        raise TypeError(
+            f"backbone_from_jax supports MLPBackbone and CNNBackbone, got {type(backbone).__name__}"
+        )
+    with torch.no_grad():
+        for param, value in updates:
+            param.copy_(value)
 
 
 def images_nchw_to_nhwc(images: np.ndarray | Tensor) -> np.ndarray:
