@@ -3,11 +3,13 @@
 from ._shadow import ShadowWeights, evaluation_state
 from .convergence import LossConvergence
 from .ema import ExponentialMovingAverage
+from .latent_plot import LatentSpacePlot
 from .lookahead import Lookahead
 from .restore_best import RestoreBest
 
 __all__ = [
     "ExponentialMovingAverage",
+    "LatentSpacePlot",
     "Lookahead",
     "LossConvergence",
     "RestoreBest",

@@ -1,0 +1,166 @@
+"""The ``lvqmln`` command line: LightningCLI over :class:`~lvqmln_torch.LVQMLN` with the
+built-in and CSV datamodules.
+
+Examples::
+
+    lvqmln fit --config configs/iris_mlp.yaml
+    lvqmln fit --config configs/iris_mlp.yaml --config configs/trainer/bf16.yaml
+    lvqmln fit --config configs/iris_mlp.yaml --data CsvDataModule --data.path my.csv \\
+        --data.target label
+    lvqmln test --config configs/iris_mlp.yaml --ckpt_path path/to/last.ckpt
+    lvqmln predict --config configs/iris_mlp.yaml --ckpt_path path/to/last.ckpt \\
+        --predict_output predictions.csv --predict_latent true
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
+
+from . import callbacks as _callbacks  # noqa: F401  (short class names for --trainer.callbacks)
+from .csv_data import CsvDataModule, CsvPredictionWriter
+from .data import ArrayDataModule
+from .datasets import BuiltinDataModule
+from .model import LVQMLN
+
+__all__ = ["DATAMODULES", "LVQMLNCLI", "main", "run_cli"]
+
+#: The datamodules selectable with ``--data`` (``class_path`` in a config file).
+DATAMODULES = (BuiltinDataModule, CsvDataModule)
+
+# Errors a user causes with a bad argument value (unknown data set, missing file or column,
+# unknown optimizer, ...): reported as a one-line CLI error instead of a traceback.
+_USER_ERRORS = (ValueError, FileNotFoundError)
+
+
+@rank_zero_only
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+class LVQMLNCLI(LightningCLI):
+    """LightningCLI for LVQMLN.
+
+    Differences from a plain ``LightningCLI(LVQMLN, ...)``:
+
+    - ``--data`` chooses between :class:`~lvqmln_torch.datasets.BuiltinDataModule` and
+      :class:`~lvqmln_torch.csv_data.CsvDataModule`.
+    - The optimizer and scheduler are the model's own arguments (``--model.optimizer``,
+      ``--model.lr``, ``--model.lr_scheduler`` …), not LightningCLI's generic ones.
+    - ``predict`` writes a CSV file (``--predict_output``, default
+      ``<trainer.default_root_dir>/predictions.csv``) with the predicted labels, the class
+      probabilities and, with ``--predict_latent true``, the latent codes.
+    - Bad argument values (an unknown data set, a missing CSV file or column) end with a
+      one-line error and exit status 2.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("model_class", LVQMLN)
+        kwargs.setdefault("datamodule_class", ArrayDataModule)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        # The model logs per epoch only; silence the per-step logging-interval warning.
+        kwargs.setdefault("trainer_defaults", {"log_every_n_steps": 1})
+        kwargs.setdefault(
+            "parser_kwargs",
+            {"prog": "lvqmln", "description": "Train, test and apply LVQMLN from YAML configs."},
+        )
+        super().__init__(*args, **kwargs)
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Trainer and model as usual; ``data`` restricted to :data:`DATAMODULES`."""
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults(
+            {f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"}
+        )
+        parser.add_lightning_class_args(self._model_class, "model")
+        parser.add_subclass_arguments(DATAMODULES, "data", fail_untyped=False, required=True)
+
+    def _prepare_subcommand_parser(
+        self, klass: type, subcommand: str, **kwargs: Any
+    ) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            parser.add_argument(
+                "--predict_output",
+                type=str | None,
+                default=None,
+                help="CSV file for the predictions (default: <trainer.default_root_dir>/"
+                "predictions.csv). Columns: prediction, proba_<class>…, latent_<i>….",
+            )
+            parser.add_argument(
+                "--predict_latent",
+                type=bool,
+                default=False,
+                help="Also write the latent codes (latent_0, latent_1, …).",
+            )
+        return parser
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except _USER_ERRORS as err:
+            self.parser.error(self._explain(err))
+
+    def _explain(self, err: Exception) -> str:
+        """A one-line message for a failed instantiation. jsonargparse reports a failed
+        ``data`` as a mismatch against every datamodule class; re-create the chosen one
+        directly to report its own error instead."""
+        data = self._get(self.config, "data")
+        if data is not None and "class_path" in data and "Union" in str(err):
+            module, _, name = str(data.class_path).rpartition(".")
+            try:
+                data_class = getattr(importlib.import_module(module), name)
+                init_args = data.get("init_args")
+                data_class(**(init_args.as_dict() if init_args is not None else {}))
+            except _USER_ERRORS as inner:
+                err = inner
+            except ImportError:
+                pass
+        return f"{type(err).__name__}: {err}"
+
+    def before_predict(self) -> None:
+        output = self._get(self.config_init, "predict_output")
+        if output is None:
+            output = Path(self.trainer.default_root_dir) / "predictions.csv"
+        self._prediction_writer = CsvPredictionWriter(
+            output, latent=bool(self._get(self.config_init, "predict_latent"))
+        )
+        self.trainer.callbacks.append(self._prediction_writer)
+
+    def after_predict(self) -> None:
+        if self._prediction_writer.written is not None:
+            _say(f"Predictions written to {self._prediction_writer.written}")
+
+    def after_fit(self) -> None:
+        callback = self.trainer.checkpoint_callback
+        path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+        if path:
+            _say(f"Checkpoint written to {path}")
+
+
+def run_cli(args: Sequence[str] | None = None) -> LVQMLNCLI:
+    """Run the ``lvqmln`` command line in-process.
+
+    Args:
+        args: command line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The CLI object (with ``.trainer``, ``.model``, ``.datamodule``) after the subcommand ran.
+    """
+    return LVQMLNCLI(args=None if args is None else list(args))
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of the ``lvqmln`` console script (exit status 0 on success, 2 on a bad
+    argument)."""
+    run_cli(args)
+
+
+if __name__ == "__main__":
+    main()
