@@ -12,7 +12,6 @@ from typing import Any
 from . import functional
 from .backbones import CNNBackbone, MLPBackbone
 from .data import ArrayDataModule
-from .datasets import BuiltinDataModule, load_builtin
 from .model import LVQMLN
 
 __version__ = "0.1.0"
@@ -24,11 +23,18 @@ __all__ = [
     "CNNBackbone",
     "LVQMLNClassifier",
     "MLPBackbone",
+    "from_prosemble",
     "functional",
     "load_builtin",
 ]
 
-_LAZY = {"LVQMLNClassifier": ".estimator"}
+# Lazy too: the built-in data sets import sklearn.datasets, which a fit on arrays never needs.
+_LAZY = {
+    "LVQMLNClassifier": ".estimator",
+    "from_prosemble": ".migration",
+    "BuiltinDataModule": ".datasets",
+    "load_builtin": ".datasets",
+}
 
 
 def __getattr__(name: str) -> Any:

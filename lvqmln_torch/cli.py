@@ -23,6 +23,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
 from . import callbacks as _callbacks  # noqa: F401  (short class names for --trainer.callbacks)
+from .checkpoint import CheckpointError, read_checkpoint
 from .csv_data import CsvDataModule, CsvPredictionWriter
 from .data import ArrayDataModule
 from .datasets import BuiltinDataModule
@@ -123,6 +124,26 @@ class LVQMLNCLI(LightningCLI):
             except ImportError:
                 pass
         return f"{type(err).__name__}: {err}"
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the hyperparameters of --ckpt_path while parsing: a damaged or
+        # foreign file is a bad argument, reported as such before torch's unpickling error.
+        if self.config.get("subcommand"):
+            ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+            if ckpt_path and Path(ckpt_path).is_file():
+                try:
+                    read_checkpoint(ckpt_path)
+                except CheckpointError as err:
+                    self.parser.error(f"{type(err).__name__}: {err}")
+        super()._parse_ckpt_path()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # Errors that the data or the configuration raise once running (a class too small
+        # for its prototypes, a CNN on flat data, an unfitted model) are one-line errors too.
+        try:
+            super()._run_subcommand(subcommand)
+        except _USER_ERRORS as err:
+            self.parser.error(f"{type(err).__name__}: {err}")
 
     def before_predict(self) -> None:
         output = self._get(self.config_init, "predict_output")

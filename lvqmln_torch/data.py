@@ -10,7 +10,6 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 from typing_extensions import override
 
@@ -298,8 +297,10 @@ class ArrayDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"{name}_size must be between 1 and {len(index) - 1} samples, got {size}"
             )
+        from sklearn.model_selection import train_test_split  # not needed without splits
+
         labels = y_idx[index]
-        stratify = labels if np.bincount(labels).min(initial=0) >= 2 else None
+        stratify = labels if np.unique(labels, return_counts=True)[1].min() >= 2 else None
         try:
             kept, held = train_test_split(
                 index, test_size=size, random_state=self.seed, stratify=stratify
@@ -313,13 +314,20 @@ class ArrayDataModule(pl.LightningDataModule):
         x = np.asarray(x, dtype=np.float64)
         return (x - self.mean_) / self.scale_ if self.standardize else x
 
+    def _input_tensor(self, x: np.ndarray, device: torch.device) -> Tensor:
+        """Validated inputs (float32 or float64) as a new tensor, standardised if asked; without
+        standardisation straight from ``x`` (no float64 intermediate: same values, less memory)."""
+        if self.standardize:
+            return torch.as_tensor(self.transform_inputs(x), dtype=self.dtype, device=device)
+        return torch.tensor(x, dtype=self.dtype, device=device)
+
     def _to_tensors(self, device: torch.device) -> None:
         def convert(arrays: tuple[np.ndarray, ...] | None) -> tuple[Tensor, ...] | None:
             if arrays is None:
                 return None
             x, y, w = arrays
             out = [
-                torch.as_tensor(self.transform_inputs(x), dtype=self.dtype, device=device),
+                self._input_tensor(x, device),
                 torch.as_tensor(y, dtype=torch.long, device=device),
             ]
             if w is not None:
@@ -327,11 +335,7 @@ class ArrayDataModule(pl.LightningDataModule):
             return tuple(out)
 
         self._tensors = {name: convert(arrays) for name, arrays in self._arrays.items()}
-        self._tensors["predict"] = (
-            torch.as_tensor(
-                self.transform_inputs(self._predict_x), dtype=self.dtype, device=device
-            ),
-        )
+        self._tensors["predict"] = (self._input_tensor(self._predict_x, device),)
 
     def train_tensors(self) -> tuple[Tensor, ...]:
         """``(X, y[, w])`` of the training split: inputs after standardisation, class indices."""

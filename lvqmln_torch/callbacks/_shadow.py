@@ -10,10 +10,15 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from typing_extensions import override
 
 __all__ = ["ShadowWeights", "evaluation_state"]
+
+
+def _fitting(trainer: pl.Trainer) -> bool:
+    return trainer.state.fn == TrainerFn.FITTING
 
 
 def _trainable(pl_module: pl.LightningModule) -> dict[str, Tensor]:
@@ -84,7 +89,8 @@ class ShadowWeights(Callback, ABC):
 
     @override
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        if self.shadow is not None and trainer.training and self.evaluates(trainer):
+        # trainer.training is False inside fit's validation loop: ask for the fit stage.
+        if self.shadow is not None and _fitting(trainer) and self.evaluates(trainer):
             self._swap(pl_module)
 
     @override
@@ -103,13 +109,15 @@ class ShadowWeights(Callback, ABC):
     # -- checkpoints: the state_dict holds the shadow weights, the raw ones ride along
     @override
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        if self.shadow is None or not self.evaluates(trainer) or not trainer.training:
+        if self.shadow is None or not self.evaluates(trainer) or not _fitting(trainer):
             return
         state = checkpoint["state_dict"]
         checkpoint.setdefault("raw_weights", {})
         for name, shadow in self.shadow.items():
-            checkpoint["raw_weights"][name] = state[name]
-            state[name] = shadow.detach().clone()
+            # While swapped (saved during validation) the module holds the shadow weights.
+            evaluated, raw = (state[name], shadow) if self._swapped else (shadow, state[name])
+            checkpoint["raw_weights"][name] = raw.detach().clone()
+            state[name] = evaluated.detach().clone()
 
     @override
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
