@@ -7,8 +7,13 @@ imports the JAX reference. Noise filters for Lightning's warnings live in pyproj
 import os
 
 import jax
+import torch
 
 jax.config.update("jax_enable_x64", True)
+
+# The test models are tiny: one intra-op thread is fastest and does not oversubscribe the two
+# cores of the test machine (the DDP and crash tests run extra processes beside pytest).
+torch.set_num_threads(1)
 
 # Lightning's tips and the litlogger banner are noise in test logs.
 os.environ.setdefault("LIGHTNING_DISABLE_TIPS", "1")

@@ -10,16 +10,6 @@ import torch
 from lvqmln_torch import LVQMLN, BuiltinDataModule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is fastest and does not oversubscribe the
-    two cores of the test machine. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _fit_and_test(model, dm, **trainer_kw):
     trainer = L.Trainer(
         logger=False,

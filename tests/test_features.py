@@ -22,17 +22,6 @@ from lvqmln_torch.callbacks import (
 )
 from lvqmln_torch.schedules import SCHEDULES, build_schedule
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is fastest and does not oversubscribe the
-    two cores of the test machine. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------- helpers
 
 

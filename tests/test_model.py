@@ -14,16 +14,6 @@ from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
 from lvqmln_torch import functional as F
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is fastest and does not oversubscribe the
-    two cores of the test machine. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _trainer(**kw):
     defaults = dict(
         logger=False,
