@@ -1,0 +1,80 @@
+"""Helpers shared by the benchmark workers (ours and prosemble's).
+
+Only the standard library and numpy: this module is imported by both worker scripts, each in its
+own virtual environment.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+RESULT_PREFIX = "RESULT "
+
+# The large synthetic problem of figure 3 (issue 7).
+LARGE = {
+    "n_samples": 200_000,
+    "n_features": 784,
+    "hidden_sizes": [512, 256],
+    "latent_dim": 64,
+    "n_classes": 10,
+    "prototypes_per_class": 2,
+    "batch_size": 1024,
+    "epochs": 2,
+}
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Hand a result to the harness: one line on stdout, flushed at once (the harness stops the
+    cold-start clock when this line arrives)."""
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def load_split(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(X_train, y_train, X_test, y_test)`` written by the harness (float32 features,
+    int64 labels)."""
+    with np.load(path) as data:
+        return data["X_train"], data["y_train"], data["X_test"], data["y_test"]
+
+
+def make_large(
+    n_samples: int, n_features: int, n_classes: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A learnable synthetic problem: ``X`` uniform in [-1, 1) (float32), ``y`` the argmax of a
+    fixed random linear map of ``X``. Identical in every process for the same arguments."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((n_samples, n_features), dtype=np.float32)
+    X *= 2.0
+    X -= 1.0
+    W = rng.standard_normal((n_features, n_classes)).astype(np.float32)
+    y = np.argmax(X @ W, axis=1).astype(np.int64)
+    return X, y
+
+
+def mlp_flops_per_sample(
+    n_features: int, hidden_sizes: Sequence[int], latent_dim: int, n_prototypes: int
+) -> dict[str, int]:
+    """Matmul FLOPs of one sample: the MLP layers plus the latent-prototype product.
+
+    A ``(1, a) @ (a, b)`` product costs ``2ab`` FLOPs; the backward pass costs twice the forward
+    (gradients with respect to the weights and to the inputs), so training costs ``3x`` forward.
+    Elementwise work (activations, the loss, the optimizer) is left out: it is small next to the
+    matmuls, which makes the bound optimistic, never pessimistic.
+    """
+    sizes = [n_features, *hidden_sizes, latent_dim]
+    forward = sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    forward += 2 * latent_dim * n_prototypes
+    return {"forward": forward, "train": 3 * forward}
+
+
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    """``(seconds, result)`` of one call."""
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - start, out

@@ -1,0 +1,265 @@
+"""Benchmark worker for lvqmln (runs in the project's .venv, one task per process).
+
+Usage: ``python benchmarks/worker_ours.py TASK '{"json": "arguments"}'``; prints one
+``RESULT {...}`` line (see ``_common.emit``). ``benchmarks/run.py`` starts it; the cold-start task
+imports nothing but what a user's script would.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from _common import LARGE, emit, load_split, make_large, timed
+
+SEED_MAX_ITER = 300  # the figure's "seed defaults": 300 full-batch epochs
+
+
+def cold_fit(data: str) -> dict[str, Any]:
+    """A fresh process: import, fit with the seed's defaults, score on the test split."""
+    start = time.perf_counter()
+    from lvqmln_torch import LVQMLNClassifier
+
+    import_s = time.perf_counter() - start
+    X_train, y_train, X_test, y_test = load_split(data)
+    clf = LVQMLNClassifier(max_iter=SEED_MAX_ITER)
+    fit_s, _ = timed(clf.fit, X_train, y_train)
+    return {
+        "import_s": import_s,
+        "fit_s": fit_s,
+        "accuracy": float(clf.score(X_test, y_test)),
+        "n_iter": int(clf.n_iter_),
+    }
+
+
+def warm_fit(data: str, n_fits: int = 5) -> dict[str, Any]:
+    """``n_fits`` new estimators fitted one after another in one process (the
+    cross-validation pattern)."""
+    from lvqmln_torch import LVQMLNClassifier
+
+    X_train, y_train, X_test, y_test = load_split(data)
+    times, accuracies = [], []
+    for _ in range(n_fits):
+        clf = LVQMLNClassifier(max_iter=SEED_MAX_ITER)
+        seconds, _ = timed(clf.fit, X_train, y_train)
+        times.append(seconds)
+        accuracies.append(float(clf.score(X_test, y_test)))
+    return {"fit_s": times, "accuracy": accuracies}
+
+
+def _epoch_timer() -> Any:
+    import lightning.pytorch as pl
+
+    class EpochTimer(pl.Callback):
+        """Wall-clock stamps at the start and end of every training epoch."""
+
+        def __init__(self) -> None:
+            self.starts: list[float] = []
+            self.ends: list[float] = []
+
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            self.starts.append(time.perf_counter())
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            self.ends.append(time.perf_counter())
+
+    return EpochTimer()
+
+
+def epoch_time(data: str, epochs: int = 1000, skip: int = 20) -> dict[str, Any]:
+    """Steady-state wall time per epoch of a tiny full-batch problem on a plain Lightning
+    Trainer with its default progress bar and logger, then with both off, and the same
+    optimizer steps in a plain PyTorch loop (the compute the loop has to do anyway)."""
+    import tempfile
+
+    import lightning.pytorch as pl
+    import torch
+
+    from lvqmln_torch import LVQMLN, ArrayDataModule, functional
+
+    X_train, y_train, _, _ = load_split(data)
+    out: dict[str, Any] = {"epochs": epochs, "skip": skip}
+    with tempfile.TemporaryDirectory() as root:
+        for name, on in (("bar_logger_on", True), ("bar_logger_off", False)):
+            timer = _epoch_timer()
+            trainer = pl.Trainer(
+                max_epochs=epochs,
+                accelerator="cpu",
+                devices=1,
+                enable_progress_bar=on,
+                logger=on,
+                enable_checkpointing=False,
+                enable_model_summary=on,
+                callbacks=[timer],
+                default_root_dir=root,
+            )
+            model = LVQMLN()
+            trainer.fit(model, ArrayDataModule(X_train, y_train))
+            # One epoch = end of epoch i to end of epoch i+1: every hook, the progress bar
+            # refresh and the logger's work included.
+            per_epoch = np.diff(np.asarray(timer.ends))[skip:]
+            out[name] = {
+                "epoch_ms_median": float(np.median(per_epoch) * 1e3),
+                "epoch_ms_p10": float(np.percentile(per_epoch, 10) * 1e3),
+                "logger": type(trainer.logger).__name__ if trainer.logger else None,
+                "progress_bar": type(trainer.progress_bar_callback).__name__
+                if trainer.progress_bar_callback
+                else None,
+            }
+
+        # The same steps without Lightning: forward, loss, backward, Adam step.
+        x, y = (t.clone() for t in ArrayDataModule(X_train, y_train).train_tensors()[:2])
+        optimizer = torch.optim.Adam(model.parameters(), lr=model.hparams.lr)
+        stamps = []
+        for _ in range(epochs):
+            optimizer.zero_grad(set_to_none=True)
+            loss = functional.glvq_loss(model.distances(model(x)), y, model.prototype_labels)
+            loss.backward()
+            optimizer.step()
+            stamps.append(time.perf_counter())
+        per_step = np.diff(np.asarray(stamps))[skip:]
+        out["raw_step_ms_median"] = float(np.median(per_step) * 1e3)
+    return out
+
+
+def throughput(
+    n_samples: int = LARGE["n_samples"], epochs: int = LARGE["epochs"], raw_steps: int = 40
+) -> dict[str, Any]:
+    """Training throughput on the large synthetic problem (Trainer.fit, mini-batches, Adam).
+
+    Runs one epoch more than ``epochs``: the steady-state rate comes from the epochs after the
+    first (as prosemble's comes from fits whose memory and compilation are warm), the end-to-end
+    time of an ``epochs``-epoch fit from the datamodule's construction to the end of epoch
+    ``epochs``. Also the same steps in a plain PyTorch loop, for the Lightning overhead.
+    """
+    import lightning.pytorch as pl
+    import torch
+
+    from lvqmln_torch import LVQMLN, ArrayDataModule, functional
+
+    X, y = make_large(n_samples, LARGE["n_features"], LARGE["n_classes"])
+    model = LVQMLN(
+        hidden_sizes=LARGE["hidden_sizes"],
+        latent_dim=LARGE["latent_dim"],
+        n_prototypes_per_class=LARGE["prototypes_per_class"],
+    )
+    timer = _epoch_timer()
+    trainer = pl.Trainer(
+        max_epochs=epochs + 1,
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    start = time.perf_counter()
+    datamodule = ArrayDataModule(X, y, batch_size=LARGE["batch_size"], shuffle=True)
+    setup_s = time.perf_counter() - start
+    trainer.fit(model, datamodule)
+    epoch_s = [end - begin for begin, end in zip(timer.starts, timer.ends)]
+    end_to_end_s = timer.ends[epochs - 1] - start
+    out: dict[str, Any] = {
+        "n_samples": n_samples,
+        "epochs": epochs,
+        "datamodule_s": setup_s,
+        "end_to_end_s": end_to_end_s,
+        "epoch_s": epoch_s,
+        "samples_per_s": n_samples / float(np.median(epoch_s[1:])),
+        "fit_samples_per_s": n_samples * epochs / end_to_end_s,
+        "final_loss": float(trainer.callback_metrics["train_loss"]),
+        "threads": torch.get_num_threads(),
+    }
+
+    # The same steps without Lightning: shuffled batches gathered as InMemoryBatches does,
+    # the optimizer as the model configures it.
+    x_all, y_all = datamodule.train_tensors()[:2]
+    optimizer = model.configure_optimizers()
+    order = torch.randperm(n_samples, generator=torch.Generator().manual_seed(0))
+    batch = LARGE["batch_size"]
+    stamps = []
+    for step in range(raw_steps):
+        index = order[step * batch : (step + 1) * batch]
+        x, y_batch = x_all.index_select(0, index), y_all.index_select(0, index)
+        optimizer.zero_grad(set_to_none=True)
+        loss = functional.glvq_loss(model.distances(model(x)), y_batch, model.prototype_labels)
+        loss.backward()
+        optimizer.step()
+        stamps.append(time.perf_counter())
+    per_step = np.diff(np.asarray(stamps))[5:]
+    out["raw_samples_per_s"] = batch / float(np.median(per_step))
+    return out
+
+
+def matmul_peak(sizes: tuple[int, ...] = (2048, 4096), repeats: int = 5) -> dict[str, Any]:
+    """The best float32 ``torch.matmul`` rate on large square matrices (default thread count):
+    the highest rate over the sizes and repeats, since a peak is what the bound needs and a
+    busy machine only ever lowers a sample."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    best: dict[str, Any] = {"gflops": 0.0}
+    for size in sizes:
+        a = torch.randn(size, size, generator=generator)
+        b = torch.randn(size, size, generator=generator)
+        torch.matmul(a, b)  # warm-up
+        seconds = min(timed(torch.matmul, a, b)[0] for _ in range(repeats))
+        gflops = 2.0 * size**3 / seconds / 1e9
+        if gflops > best["gflops"]:
+            best = {"size": size, "seconds": seconds, "gflops": gflops}
+    return {**best, "sizes": list(sizes), "repeats": repeats, "threads": torch.get_num_threads()}
+
+
+def predict(data: str, n_rows: int = 1_000_000, repeats: int = 5) -> dict[str, Any]:
+    """Prediction throughput of the iris model (seed defaults, fitted here) on CPU."""
+    import torch
+
+    from lvqmln_torch import LVQMLNClassifier
+
+    X_train, y_train, _, _ = load_split(data)
+    clf = LVQMLNClassifier(max_iter=SEED_MAX_ITER).fit(X_train, y_train)
+    rows = np.random.default_rng(1).standard_normal((n_rows, X_train.shape[1]), dtype=np.float32)
+    clf.predict(rows[:1000])  # warm-up
+    estimator_s = sorted(timed(clf.predict, rows)[0] for _ in range(repeats))
+    tensor = torch.from_numpy(rows)
+    module_s = sorted(timed(clf.model_.predict_indices, tensor)[0] for _ in range(repeats))
+    return {
+        "n_rows": n_rows,
+        "estimator_samples_per_s": n_rows / estimator_s[len(estimator_s) // 2],
+        "module_samples_per_s": n_rows / module_s[len(module_s) // 2],
+        "threads": torch.get_num_threads(),
+    }
+
+
+def versions() -> dict[str, Any]:
+    import lightning
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+TASKS = {
+    "cold_fit": cold_fit,
+    "warm_fit": warm_fit,
+    "epoch_time": epoch_time,
+    "throughput": throughput,
+    "matmul_peak": matmul_peak,
+    "predict": predict,
+    "versions": versions,
+}
+
+if __name__ == "__main__":
+    task, arguments = sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    if task not in TASKS:
+        raise SystemExit(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    emit(TASKS[task](**arguments))
