@@ -121,8 +121,8 @@ class LVQMLNCLI(LightningCLI):
                 data_class(**(init_args.as_dict() if init_args is not None else {}))
             except _USER_ERRORS as inner:
                 err = inner
-            except ImportError:
-                pass
+            except ImportError:  # the class cannot be re-created: keep jsonargparse's message
+                return f"{type(err).__name__}: {err}"
         return f"{type(err).__name__}: {err}"
 
     def _parse_ckpt_path(self) -> None:

@@ -90,14 +90,12 @@ def _parse_labels(values: list[str], lines: list[int]) -> np.ndarray:
     if any(v == "" for v in stripped):
         line = lines[stripped.index("")]
         raise ValueError(f"the target column has an empty value (line {line})")
-    try:
-        return np.asarray([int(v) for v in stripped], dtype=np.int64)
-    except ValueError:
-        pass
-    try:
-        return np.asarray([float(v) for v in stripped], dtype=np.float64)
-    except ValueError:
-        return np.asarray(stripped)
+    for cast, dtype in ((int, np.int64), (float, np.float64)):
+        try:
+            return np.asarray([cast(v) for v in stripped], dtype=dtype)
+        except ValueError:
+            continue
+    return np.asarray(stripped)
 
 
 def read_csv_table(
