@@ -22,6 +22,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from _trainers import quiet_trainer
 from sklearn.exceptions import NotFittedError
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, BuiltinDataModule, load_builtin
@@ -56,16 +57,7 @@ class Batches:
 
 
 def _trainer(**kw: Any) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return L.Trainer(**{**defaults, **kw})
+    return quiet_trainer(**{"max_epochs": 2, **kw})
 
 
 def fit_module(model: LVQMLN, data: Any) -> None:

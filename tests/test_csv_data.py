@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from _trainers import quiet_trainer
 from sklearn.datasets import load_iris
 
 from lvqmln_torch import LVQMLN
@@ -37,15 +37,7 @@ def _iris_csv(path, target="species", with_target=True, rows=None):
     return path
 
 
-def _trainer(**kwargs):
-    defaults = dict(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    return Trainer(**{**defaults, **kwargs})
+_trainer = quiet_trainer
 
 
 def test_reads_features_and_string_labels(tmp_path):

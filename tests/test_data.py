@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
+from _trainers import quiet_trainer
 from lightning.pytorch.callbacks import Callback
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
@@ -24,14 +24,7 @@ def _blobs(n_per_class=(40, 30, 20), d=3, seed=0, labels=None):
     return X, y
 
 
-def _trainer(**kw):
-    defaults = dict(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return L.Trainer(**{**defaults, **kw})
+_trainer = quiet_trainer
 
 
 # ---------------------------------------------------------------- splits

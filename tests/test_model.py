@@ -3,25 +3,17 @@ checkpoints that load with ``weights_only=True``, explicit prototypes, and clear
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
+from _trainers import quiet_trainer
 from sklearn.exceptions import NotFittedError
 from torch.utils.data import DataLoader, TensorDataset
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
 from lvqmln_torch import functional as F
 
-
-def _trainer(**kw):
-    defaults = dict(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return L.Trainer(**{**defaults, **kw})
+_trainer = quiet_trainer
 
 
 def _loader(x, y, batch_size=50):

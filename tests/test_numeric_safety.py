@@ -7,23 +7,14 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from _trainers import quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
 from lvqmln_torch import functional as F
 
-
-def _trainer(**kw) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return L.Trainer(**{**defaults, **kw})
+_trainer = quiet_trainer
 
 
 class ConstantBackbone(nn.Module):
