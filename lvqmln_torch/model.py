@@ -23,7 +23,7 @@ from .initializers import (
     prototype_labels_for,
     resolve_prototypes_per_class,
 )
-from .optimizers import resolve_optimizer
+from .optimizers import OPTIMIZERS, resolve_optimizer
 from .schedules import ScheduleLR, build_schedule, check_schedule_args
 
 __all__ = ["LVQMLN"]
@@ -296,9 +296,15 @@ class LVQMLN(LightningModule):
             hp.input_shape = _to_primitive(source.input_shape)
 
     # ------------------------------------------------------------------ Lightning hooks
-    @override
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+    def prepare(self, datamodule: Any = None, initialize: bool = True) -> None:
+        """Build the backbone and the prototypes (reading the sizes left ``None`` from
+        ``datamodule``) and, with ``initialize``, initialise the prototypes from the untrained
+        backbone's latent codes of the datamodule's ``train_tensors()``. Steps already done
+        are skipped; ``Trainer.fit`` calls this in ``setup``.
+
+        Raises:
+            ValueError: when the sizes are neither given nor readable from ``datamodule``.
+        """
         if not self.is_built:
             if datamodule is not None:
                 self._read_sizes_from(datamodule)
@@ -309,13 +315,13 @@ class LVQMLN(LightningModule):
                     "and n_classes (such as ArrayDataModule)"
                 )
             self._build()
-        if (
-            stage == "fit"
-            and not self._prototypes_ready
-            and self.trainer.ckpt_path is None
-            and hasattr(datamodule, "train_tensors")
-        ):
+        if initialize and not self._prototypes_ready and hasattr(datamodule, "train_tensors"):
             self._initialize_from_data(*datamodule.train_tensors()[:2])
+
+    @override
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        self.prepare(datamodule, initialize=stage == "fit" and self.trainer.ckpt_path is None)
 
     @override
     def on_train_start(self) -> None:
@@ -373,8 +379,13 @@ class LVQMLN(LightningModule):
             callbacks.append(ExponentialMovingAverage(self.hparams.ema_decay))
         return callbacks
 
-    @override
-    def configure_optimizers(self) -> Any:
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: ``prototypes`` (``lr``) and ``backbone``
+        (``bb_lr``, else ``lr``); frozen parameters are left out.
+
+        Raises:
+            ValueError: when ``freeze`` covers every parameter.
+        """
         hp = self.hparams
         groups = []
         if "prototypes" not in hp.freeze:
@@ -385,15 +396,37 @@ class LVQMLN(LightningModule):
             groups.append({"params": backbone_params, "lr": bb_lr, "name": "backbone"})
         if not groups:
             raise ValueError("freeze covers every parameter: there is nothing to train")
+        return groups
+
+    @property
+    def elementwise_optimizer(self) -> bool:
+        """Whether the optimizer is one of the built-in :data:`~lvqmln_torch.optimizers.OPTIMIZERS`,
+        which update every parameter element by element (so grouping does not matter)."""
+        return self._optimizer_cls in OPTIMIZERS.values()
+
+    def build_optimizer(
+        self, groups: list[dict[str, Any]], total_steps: Callable[[], int]
+    ) -> tuple[torch.optim.Optimizer, ScheduleLR | None]:
+        """The configured optimizer over ``groups`` (see :meth:`parameter_groups`) and, with an
+        ``lr_scheduler``, its per-step schedule over ``total_steps()`` optimizer steps (called
+        only then: Lightning's estimate has a cost)."""
+        hp = self.hparams
         optimizer = _build_optimizer(self._optimizer_cls, groups, dict(hp.optimizer_kwargs or {}))
         if hp.lr_scheduler is None:
-            return optimizer
-        total_steps = int(self.trainer.estimated_stepping_batches)
+            return optimizer, None
+        steps = int(total_steps())
         schedules = [
-            build_schedule(hp.lr_scheduler, g["lr"], total_steps, hp.lr_scheduler_kwargs)
-            for g in groups
+            build_schedule(hp.lr_scheduler, g["lr"], steps, hp.lr_scheduler_kwargs) for g in groups
         ]
-        scheduler = ScheduleLR(optimizer, schedules)
+        return optimizer, ScheduleLR(optimizer, schedules)
+
+    @override
+    def configure_optimizers(self) -> Any:
+        optimizer, scheduler = self.build_optimizer(
+            self.parameter_groups(), lambda: self.trainer.estimated_stepping_batches
+        )
+        if scheduler is None:
+            return optimizer
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
