@@ -475,9 +475,17 @@ def test_quiet_fit_prints_and_writes_nothing(iris, capfd, tmp_path, monkeypatch)
 
 def test_verbose_fit_shows_the_progress_bar(iris, capfd):
     X, y = iris
-    LVQMLNClassifier(max_iter=2, verbose=True).fit(X, y)
+    LVQMLNClassifier(max_iter=2, verbose=True, engine="lightning").fit(X, y)
     out, err = capfd.readouterr()
     assert "Epoch 1" in out + err
+
+
+def test_verbose_numpy_fit_prints_the_losses(iris, capfd):
+    X, y = iris
+    LVQMLNClassifier(max_iter=20, epsilon=None, verbose=True, engine="numpy").fit(X, y)
+    out, _ = capfd.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 10 and lines[-1].startswith("epoch 20/20: train_loss ")
 
 
 # ---------------------------------------------------------------------------- save / load
