@@ -32,10 +32,11 @@ def cold_fit(data: str) -> dict[str, Any]:
         "fit_s": fit_s,
         "accuracy": float(clf.score(X_test, y_test)),
         "n_iter": int(clf.n_iter_),
+        "engine": clf.engine_,
     }
 
 
-def warm_fit(data: str, n_fits: int = 5) -> dict[str, Any]:
+def warm_fit(data: str, n_fits: int = 5, engine: str = "auto") -> dict[str, Any]:
     """``n_fits`` new estimators fitted one after another in one process (the
     cross-validation pattern)."""
     from lvqmln_torch import LVQMLNClassifier
@@ -43,11 +44,11 @@ def warm_fit(data: str, n_fits: int = 5) -> dict[str, Any]:
     X_train, y_train, X_test, y_test = load_split(data)
     times, accuracies = [], []
     for _ in range(n_fits):
-        clf = LVQMLNClassifier(max_iter=SEED_MAX_ITER)
+        clf = LVQMLNClassifier(max_iter=SEED_MAX_ITER, engine=engine)
         seconds, _ = timed(clf.fit, X_train, y_train)
         times.append(seconds)
         accuracies.append(float(clf.score(X_test, y_test)))
-    return {"fit_s": times, "accuracy": accuracies}
+    return {"fit_s": times, "accuracy": accuracies, "engine": clf.engine_, "n_iter": clf.n_iter_}
 
 
 def _epoch_timer() -> Any:
@@ -69,21 +70,43 @@ def _epoch_timer() -> Any:
     return EpochTimer()
 
 
+def _bare_module() -> Any:
+    """LVQMLN with nothing but the loss in its training step (no metrics, no logging, no
+    checks): what Lightning's loop costs around the step by itself."""
+    from lvqmln_torch import LVQMLN, functional
+
+    class Bare(LVQMLN):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            x, y = batch[0], batch[1]
+            return functional.glvq_loss(self.distances(self.backbone(x)), y, self.prototype_labels)
+
+        def on_train_epoch_end(self) -> None:
+            pass
+
+    return Bare
+
+
 def epoch_time(data: str, epochs: int = 1000, skip: int = 20) -> dict[str, Any]:
     """Steady-state wall time per epoch of a tiny full-batch problem on a plain Lightning
-    Trainer with its default progress bar and logger, then with both off, and the same
-    optimizer steps in a plain PyTorch loop (the compute the loop has to do anyway)."""
+    Trainer with its default progress bar and logger, then with both off, then with a bare
+    module (Lightning's floor); the same optimizer steps in a plain PyTorch loop (the compute
+    the loop has to do anyway); and the estimator's numpy engine."""
     import tempfile
 
     import lightning.pytorch as pl
     import torch
 
-    from lvqmln_torch import LVQMLN, ArrayDataModule, functional
+    from lvqmln_torch import LVQMLN, ArrayDataModule, LVQMLNClassifier, functional
 
     X_train, y_train, _, _ = load_split(data)
     out: dict[str, Any] = {"epochs": epochs, "skip": skip}
+    variants = (
+        ("bar_logger_on", True, LVQMLN),
+        ("bar_logger_off", False, LVQMLN),
+        ("bare_module_bar_logger_on", True, _bare_module()),
+    )
     with tempfile.TemporaryDirectory() as root:
-        for name, on in (("bar_logger_on", True), ("bar_logger_off", False)):
+        for name, on, module in variants:
             timer = _epoch_timer()
             trainer = pl.Trainer(
                 max_epochs=epochs,
@@ -96,7 +119,7 @@ def epoch_time(data: str, epochs: int = 1000, skip: int = 20) -> dict[str, Any]:
                 callbacks=[timer],
                 default_root_dir=root,
             )
-            model = LVQMLN()
+            model = module()
             trainer.fit(model, ArrayDataModule(X_train, y_train))
             # One epoch = end of epoch i to end of epoch i+1: every hook, the progress bar
             # refresh and the logger's work included.
@@ -122,6 +145,13 @@ def epoch_time(data: str, epochs: int = 1000, skip: int = 20) -> dict[str, Any]:
             stamps.append(time.perf_counter())
         per_step = np.diff(np.asarray(stamps))[skip:]
         out["raw_step_ms_median"] = float(np.median(per_step) * 1e3)
+
+    # The estimator's numpy engine: (fit of `epochs` epochs - fit of `skip`) per epoch, best of 3.
+    def fit_s(n_epochs: int) -> float:
+        clf = LVQMLNClassifier(max_iter=n_epochs, epsilon=None, engine="numpy")
+        return min(timed(clf.fit, X_train, y_train)[0] for _ in range(3))
+
+    out["numpy_engine_epoch_ms"] = (fit_s(epochs) - fit_s(skip)) / (epochs - skip) * 1e3
     return out
 
 
