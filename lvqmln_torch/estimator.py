@@ -23,7 +23,7 @@ from .callbacks import Lookahead, LossConvergence, RestoreBest
 from .data import ArrayDataModule
 from .functional import TRANSFERS
 from .model import LVQMLN
-from .numpy_engine import fit_numpy
+from .numpy_engine import fit_numpy, numpy_engine_unsupported
 
 __all__ = ["LVQMLNClassifier"]
 
@@ -586,12 +586,11 @@ class LVQMLNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         model.trainer = None  # drop the trainer (and the data it holds)
         return history
 
-    def _numpy_unsupported(self, precision: str | int | None) -> str | None:
+    def _numpy_unsupported(self, precision: str | int | None, model: LVQMLN) -> str | None:
         """Why the numpy engine cannot run this configuration, or ``None``."""
-        if self.backbone != "mlp":
-            return f"backbone={self.backbone!r} (it trains the MLP backbone only)"
-        if callable(_transfer_name(self.transfer_fn)):
-            return "a callable transfer_fn (it knows the built-in transfers only)"
+        reason = numpy_engine_unsupported(model)
+        if reason is not None:
+            return reason
         if self.accelerator != "cpu":
             return f"accelerator={self.accelerator!r} (it runs on the CPU only)"
         if str(precision) not in _NUMPY_PRECISIONS:
@@ -604,7 +603,7 @@ class LVQMLNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """``"numpy"`` or ``"lightning"`` for this fit (see the ``engine`` parameter)."""
         if self.engine == "lightning":
             return "lightning"
-        reason = self._numpy_unsupported(precision)
+        reason = self._numpy_unsupported(precision, model)
         if self.engine == "numpy":
             if reason is not None:
                 raise ValueError(

@@ -537,11 +537,7 @@ class LVQMLN(LightningModule):
     def on_train_epoch_end(self) -> None:
         step = int(self._nonfinite_step)
         if step >= 0:
-            raise FloatingPointError(
-                f"the training loss became non-finite (NaN or Inf) at optimizer step {step} "
-                f"(epoch {self.current_epoch}); lower the learning rate, check the inputs for "
-                "extreme values, or use a wider precision"
-            )
+            raise nonfinite_loss_error(step, self.current_epoch)
 
     @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -642,6 +638,15 @@ class LVQMLN(LightningModule):
         """``(n,)`` original labels (from :attr:`classes_`) of the nearest prototypes."""
         indices = self.predict_indices(x).cpu().numpy()  # first: raises NotFittedError
         return self.classes_[indices]
+
+
+def nonfinite_loss_error(step: int, epoch: int) -> FloatingPointError:
+    """The error for a training loss that became NaN or Inf at optimizer ``step``."""
+    return FloatingPointError(
+        f"the training loss became non-finite (NaN or Inf) at optimizer step {step} "
+        f"(epoch {epoch}); lower the learning rate, check the inputs for extreme values, or "
+        "use a wider precision"
+    )
 
 
 class _WeightedMean(MeanMetric):

@@ -30,7 +30,7 @@ from .callbacks import ExponentialMovingAverage, Lookahead
 from .callbacks._shadow import ShadowWeights
 from .data import ArrayDataModule
 from .functional import TRANSFERS
-from .model import DEFAULT_ACTIVATION, LVQMLN
+from .model import DEFAULT_ACTIVATION, LVQMLN, nonfinite_loss_error
 from .numpy_core import (
     GLVQTargets,
     Layer,
@@ -120,14 +120,19 @@ class _Stopping:
         return done
 
 
+def _parameters(model: LVQMLN) -> list[Tensor]:
+    """The prototypes, then every backbone layer's weight and bias."""
+    layers = model.backbone.layers
+    return [model.prototypes] + [t for layer in layers for t in (layer.weight, layer.bias)]
+
+
 class _FlatParameters:
     """The module's parameters in one flat NumPy buffer, prototypes first, then every backbone
     layer's weight and bias, so each optimizer group (``prototypes``, ``backbone``) is one
     contiguous slice that torch optimizes in place through a shared-memory tensor."""
 
     def __init__(self, model: LVQMLN, dtype: np.dtype) -> None:
-        linears = list(model.backbone.layers)
-        tensors = [model.prototypes] + [t for layer in linears for t in (layer.weight, layer.bias)]
+        tensors = _parameters(model)
         self.shapes = [tuple(t.shape) for t in tensors]
         self.offsets = np.cumsum([0] + [math.prod(s) for s in self.shapes]).tolist()
         self.slices = {
@@ -152,11 +157,10 @@ class _FlatParameters:
         return views[0], list(zip(views[1::2], views[2::2]))
 
     def write_to(self, model: LVQMLN, buffer: np.ndarray) -> None:
-        linears = list(model.backbone.layers)
-        tensors = [model.prototypes] + [t for layer in linears for t in (layer.weight, layer.bias)]
+        """Copy the weights in ``buffer`` into the module's parameters."""
         with torch.no_grad():
-            for tensor, part in zip(tensors, self.views(buffer)):
-                tensor.copy_(torch.from_numpy(part.copy()))
+            for tensor, part in zip(_parameters(model), self.views(buffer)):
+                tensor.copy_(torch.from_numpy(part))
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,6 @@ class _Batch:
 
     x_t: np.ndarray  # (in_features, n) C-contiguous, in the working dtype
     targets: GLVQTargets
-    n: int
     weight_sum: Any  # Σw, or n without sample weights: the batch's weight in the epoch loss
 
 
@@ -190,7 +193,6 @@ class _Batches:
             converted = _Batch(
                 np.ascontiguousarray(x.T, dtype=self.dtype),
                 glvq_targets(y, self.labels, w, self.dtype),
-                len(y),
                 w.sum() if w is not None else len(y),
             )
             self._last = (batch[0], converted)
@@ -202,7 +204,6 @@ class _Engine:
 
     def __init__(self, model: LVQMLN, datamodule: ArrayDataModule, max_epochs: int) -> None:
         hp = model.hparams
-        self.model = model
         self.dtype = np.dtype(str(model.prototypes.dtype).removeprefix("torch."))
         self.activation = hp.activation or DEFAULT_ACTIVATION["mlp"]
         self.latent_activation = bool(hp.latent_activation)
@@ -211,7 +212,6 @@ class _Engine:
         self.train_batches = _Batches(datamodule.train_dataloader(), labels, self.dtype)
         val_loader = datamodule.val_dataloader()
         self.val_batches = _Batches(val_loader, labels, self.dtype) if val_loader else None
-        self.max_epochs = max_epochs
 
         self.flat = _FlatParameters(model, self.dtype)
         self.grad = np.zeros_like(self.flat.values)
@@ -284,9 +284,10 @@ class _Engine:
     def train_epoch(self, step: int) -> tuple[float, int, int | None]:
         """One epoch of optimizer steps from global step ``step``.
 
-        The step runs in the optimizer's closure, as Lightning runs the training step, so
-        optimizers that evaluate it several times (L-BFGS) work as on the Lightning path, and
-        every evaluation counts in the epoch loss as every ``training_step`` does there.
+        The step runs in the optimizer's closure, as Lightning runs the training step, so an
+        optimizer that evaluates it several times (a line search) works as on the Lightning
+        path, and every evaluation counts in the epoch loss as every ``training_step`` does
+        there.
 
         Returns:
             ``(epoch loss, global step after the epoch, first step with a non-finite loss)``.
@@ -394,11 +395,7 @@ def fit_numpy(
             if restore_best and (best_score is None or monitored < best_score):
                 best_score, best_buffer = monitored, engine.evaluation_buffer()
             if first_bad is not None:
-                raise FloatingPointError(
-                    f"the training loss became non-finite (NaN or Inf) at optimizer step "
-                    f"{first_bad} (epoch {epoch}); lower the learning rate, check the inputs for "
-                    "extreme values, or use a wider precision"
-                )
+                raise nonfinite_loss_error(first_bad, epoch)
             if engine.val_batches is None:
                 should_stop |= stopping.early_stop(train_loss)
             if verbose and ((epoch + 1) % report_every == 0 or should_stop):
