@@ -729,7 +729,7 @@ class LVQMLNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 if self.val_loss_history_ is None
                 else torch.as_tensor(self.val_loss_history_, dtype=torch.float64),
                 "best_loss_": None if self.best_loss_ is None else float(self.best_loss_),
-                "engine_": getattr(self, "engine_", None),
+                "engine_": self.engine_,
             },
         }
         path = os.fspath(path)

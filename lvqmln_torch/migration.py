@@ -335,5 +335,6 @@ def from_prosemble(obj: Any, input_shape: Sequence[int] | None = None):
     estimator.loss_ = float(loss) if loss is not None else None
     best = getattr(obj, "best_loss_", None)
     estimator.best_loss_ = float(best) if best is not None else None
+    estimator.engine_ = None  # trained by prosemble, not here
     estimator._set_model_attributes()
     return estimator

@@ -252,23 +252,31 @@ class _Engine:
             buffer[self.flat.slices[name]] = shadow.numpy()
         return buffer
 
-    def _backward(self, batch: _Batch) -> tuple[Any, bool]:
-        """The batch's loss, with its gradients written into the optimizer's ``.grad``
-        buffers; and whether the distances were finite."""
-        backbone_trained = "backbone" in self.trained
-        prototypes_trained = "prototypes" in self.trained
-        outputs = mlp_forward(self.layers, batch.x_t, self.activation, self.latent_activation)
+    def _loss(
+        self, prototypes: np.ndarray, layers: list[Layer], batch: _Batch, grads: bool
+    ) -> tuple[list[np.ndarray], Any, bool, np.ndarray | None, np.ndarray | None]:
+        """``(activations, loss, distances finite, ∂L/∂zᵀ, ∂L/∂W)`` of ``batch`` for these
+        weights; the gradients (of the trained parameters only) with ``grads``."""
+        outputs = mlp_forward(layers, batch.x_t, self.activation, self.latent_activation)
         loss, finite, grad_latent, grad_prototypes = glvq_loss_and_grads(
             outputs[-1],
-            self.prototypes,
+            prototypes,
             batch.targets,
             self.transfer,
             self.beta,
             self.margin,
-            need_latent_grad=backbone_trained,
-            need_prototype_grad=prototypes_trained,
+            need_latent_grad=grads and "backbone" in self.trained,
+            need_prototype_grad=grads and "prototypes" in self.trained,
         )
-        if backbone_trained:
+        return outputs, loss, finite, grad_latent, grad_prototypes
+
+    def _backward(self, batch: _Batch) -> tuple[Any, bool]:
+        """The batch's loss, with its gradients written into the optimizer's ``.grad``
+        buffers; and whether the distances were finite."""
+        outputs, loss, finite, grad_latent, grad_prototypes = self._loss(
+            self.prototypes, self.layers, batch, grads=True
+        )
+        if grad_latent is not None:
             mlp_backward(
                 self.layers,
                 outputs,
@@ -277,7 +285,7 @@ class _Engine:
                 self.latent_activation,
                 self.grad_layers,
             )
-        if prototypes_trained:
+        if grad_prototypes is not None:
             self.grad_prototypes[...] = grad_prototypes
         return loss, finite
 
@@ -317,17 +325,7 @@ class _Engine:
         prototypes, layers = self.flat.unflatten(self.evaluation_buffer())
         val_loss = _EpochMean()
         for batch in self.val_batches:
-            latent = mlp_forward(layers, batch.x_t, self.activation, self.latent_activation)[-1]
-            loss, finite, _, _ = glvq_loss_and_grads(
-                latent,
-                prototypes,
-                batch.targets,
-                self.transfer,
-                self.beta,
-                self.margin,
-                need_latent_grad=False,
-                need_prototype_grad=False,
-            )
+            _, loss, finite, _, _ = self._loss(prototypes, layers, batch, grads=False)
             val_loss.update(loss if finite else np.nan, batch.weight_sum)
         return val_loss.compute()
 

@@ -197,6 +197,7 @@ def test_hyperparameters_and_fitted_attributes_carry_over():
     for name, value in expected.items():
         assert params[name] == value, name
     assert est.n_iter_ == 123 and est.loss_ == -0.5 and est.best_loss_ == -0.5
+    assert est.engine_ is None  # trained by prosemble
     np.testing.assert_allclose(est.loss_history_, obj.loss_history_)
     np.testing.assert_allclose(est.val_loss_history_, [0.3, 0.2], rtol=1e-6)
     np.testing.assert_array_equal(est.prototypes_, obj.prototypes_)
