@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from .callbacks import ExponentialMovingAverage, Lookahead
 from .callbacks._shadow import ShadowWeights
 from .data import ArrayDataModule
-from .functional import TRANSFERS
 from .model import DEFAULT_ACTIVATION, LVQMLN, nonfinite_loss_error
 from .numpy_core import (
+    TRANSFERS,
     GLVQTargets,
     Layer,
     glvq_loss_and_grads,
