@@ -1,18 +1,27 @@
-"""A slow training run that ``tests/test_crash_resume.py`` kills with SIGKILL mid-run.
+"""A training run that ``tests/test_crash_resume.py`` kills with SIGKILL mid-run.
 
 Usage::
 
-    python tests/crash_script.py OUT_DIR [--sleep SECONDS]
+    python tests/crash_script.py OUT_DIR [--pause-epoch K --pause-batch B] [--pause-timeout S]
 
 Mini-batch shuffled Adam with a learning-rate schedule and EMA, float64, on iris. A
 ``ModelCheckpoint`` writes ``OUT_DIR/checkpoints/epoch=<k>.ckpt`` and ``last.ckpt`` at the
-end of every epoch; each training step sleeps ``--sleep`` seconds so the run lasts long enough
-to be killed. If it is not killed it writes ``OUT_DIR/final.pt`` (the final state dict).
+end of every epoch. If it is not killed it writes ``OUT_DIR/final.pt`` (the final state dict).
+
+With ``--pause-epoch K``, the run stops at a known point for its parent to kill it: after
+training step ``B`` (0-based, ``--pause-batch``) of epoch ``K``, which comes after the
+checkpoint of epoch ``K - 1`` is completely written, it writes ``OUT_DIR/paused`` (the
+handshake: "kill me now") and blocks. The block is bounded: if nobody kills it within
+``--pause-timeout`` seconds, the process exits with status 3 (and never writes ``final.pt``),
+so an orphaned child cannot linger.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +33,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
 
 EPOCHS = 10
+PAUSED = "paused"  # the marker file, in OUT_DIR
+PAUSE_TIMEOUT_STATUS = 3
 MODEL_KWARGS: dict[str, Any] = {
     "hidden_sizes": [10],
     "latent_dim": 2,
@@ -36,14 +47,40 @@ MODEL_KWARGS: dict[str, Any] = {
 }
 
 
-class SlowSteps(Callback):
-    """Sleeps after every training step (makes the run long enough to be killed)."""
+class PauseForKill(Callback):
+    """After training step ``batch`` of epoch ``epoch``: write the marker file, then block.
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    By then ``ModelCheckpoint`` has written the checkpoint of the previous epoch (it saves at
+    the end of each training epoch, and this hook runs in a later epoch); the marker records
+    which checkpoint that is. The marker is written to a temporary name and moved into place,
+    so its existence means its content is complete.
+    """
+
+    def __init__(
+        self, marker: Path, checkpoint: ModelCheckpoint, epoch: int, batch: int, timeout: float
+    ) -> None:
+        self.marker = marker
+        self.checkpoint = checkpoint
+        self.epoch = epoch
+        self.batch = batch
+        self.timeout = timeout
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        time.sleep(self.seconds)
+        if trainer.current_epoch != self.epoch or batch_idx != self.batch:
+            return
+        last = Path(self.checkpoint.last_model_path)
+        if not last.is_file():
+            sys.exit(f"no checkpoint written before the pause point: {last!s}")
+        info = {"epoch": trainer.current_epoch, "batch": batch_idx, "last": str(last)}
+        partial = self.marker.with_name(self.marker.name + ".tmp")
+        partial.write_text(json.dumps(info))
+        os.replace(partial, self.marker)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+        print(f"not killed within {self.timeout} s of pausing; giving up", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(PAUSE_TIMEOUT_STATUS)  # do not finish the run: no final.pt
 
 
 def build() -> tuple[LVQMLN, ArrayDataModule]:
@@ -71,7 +108,9 @@ def trainer_kwargs() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--sleep", type=float, default=0.03)
+    parser.add_argument("--pause-epoch", type=int, default=None)
+    parser.add_argument("--pause-batch", type=int, default=0)
+    parser.add_argument("--pause-timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     checkpoint = ModelCheckpoint(
@@ -81,8 +120,19 @@ def main(argv: list[str] | None = None) -> None:
         save_last=True,
         every_n_epochs=1,
     )
+    callbacks: list[Callback] = [checkpoint]
+    if args.pause_epoch is not None:
+        callbacks.append(
+            PauseForKill(
+                args.out_dir / PAUSED,
+                checkpoint,
+                epoch=args.pause_epoch,
+                batch=args.pause_batch,
+                timeout=args.pause_timeout,
+            )
+        )
     model, datamodule = build()
-    trainer = Trainer(callbacks=[checkpoint, SlowSteps(args.sleep)], **trainer_kwargs())
+    trainer = Trainer(callbacks=callbacks, **trainer_kwargs())
     trainer.fit(model, datamodule=datamodule)
     torch.save(model.state_dict(), args.out_dir / "final.pt")
 
