@@ -1,43 +1,75 @@
 """lvqmln: LVQMLN on PyTorch Lightning.
 
-Optional parts (the estimator, the CLI, plotting, export) are imported lazily so that
-``import lvqmln_torch`` costs little more than importing Lightning itself.
+Every public name is imported lazily (PEP 562), so each path pays only for what it uses:
+``from lvqmln_torch import LVQMLNClassifier`` and a fit on the estimator's numpy engine,
+``predict`` and ``transform`` never import Lightning; ``LVQMLN`` and ``ArrayDataModule`` do.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
-
-from . import functional
-from .backbones import CNNBackbone, MLPBackbone
-from .data import ArrayDataModule
-from .model import LVQMLN
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Public name → the module that defines it.
+_LAZY = {
+    "LVQMLN": ".model",
+    "ArrayDataModule": ".data",
+    "ArrayData": ".arrays",
+    "BuiltinDataModule": ".datasets",
+    "load_builtin": ".datasets",
+    "CNNBackbone": ".backbones",
+    "MLPBackbone": ".backbones",
+    "LVQMLNClassifier": ".estimator",
+    "from_prosemble": ".estimator",
+    "PrototypeNetwork": ".network",
+    "PrototypeHead": ".head",
+}
+_SUBMODULES = ("functional", "callbacks", "export", "plotting", "validation", "rules")
+
 __all__ = [
     "LVQMLN",
+    "ArrayData",
     "ArrayDataModule",
     "BuiltinDataModule",
     "CNNBackbone",
     "LVQMLNClassifier",
     "MLPBackbone",
+    "PrototypeHead",
+    "PrototypeNetwork",
+    "callbacks",
+    "export",
     "from_prosemble",
     "functional",
     "load_builtin",
+    "plotting",
+    "rules",
+    "validation",
 ]
 
-# Lazy too: the built-in data sets import sklearn.datasets, which a fit on arrays never needs.
-_LAZY = {
-    "LVQMLNClassifier": ".estimator",
-    "from_prosemble": ".migration",
-    "BuiltinDataModule": ".datasets",
-    "load_builtin": ".datasets",
-}
+if TYPE_CHECKING:
+    from . import callbacks, export, functional, plotting, rules, validation
+    from .arrays import ArrayData
+    from .backbones import CNNBackbone, MLPBackbone
+    from .data import ArrayDataModule
+    from .datasets import BuiltinDataModule, load_builtin
+    from .estimator import LVQMLNClassifier, from_prosemble
+    from .head import PrototypeHead
+    from .model import LVQMLN
+    from .network import PrototypeNetwork
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'lvqmln_torch' has no attribute {name!r}")
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'lvqmln_torch' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from .validation import Integer
+
 __all__ = ["ACTIVATIONS", "CNNBackbone", "MLPBackbone", "get_activation", "glorot_uniform_"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -46,10 +48,11 @@ def glorot_uniform_(
         return tensor.uniform_(-limit, limit, generator=generator)
 
 
+_POSITIVE_INT = Integer(1, text="a positive integer")
+
+
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return _POSITIVE_INT(name, value)
 
 
 class MLPBackbone(nn.Module):
@@ -83,8 +86,8 @@ class MLPBackbone(nn.Module):
         sizes = [_positive_int("in_features", in_features)]
         sizes += [_positive_int("hidden_sizes entries", h) for h in hidden_sizes]
         sizes.append(_positive_int("latent_dim", latent_dim))
-        self.in_features = in_features
-        self.latent_dim = latent_dim
+        self.in_features = sizes[0]
+        self.latent_dim = sizes[-1]
         self.activation = get_activation(activation)
         self.latent_activation = latent_activation
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -158,12 +161,12 @@ class CNNBackbone(nn.Module):
         c_in = self.input_shape[0]
         convs = []
         for c_out, k in zip(channels, kernel_sizes):
-            _positive_int("channels entries", c_out)
-            _positive_int("kernel_sizes entries", k)
+            c_out = _positive_int("channels entries", c_out)
+            k = _positive_int("kernel_sizes entries", k)
             convs.append(nn.Conv2d(c_in, c_out, kernel_size=k, stride=1, padding="same"))
             c_in = c_out
         self.convs = nn.ModuleList(convs)
-        self.head = nn.Linear(c_in, latent_dim)
+        self.head = nn.Linear(c_in, self.latent_dim)
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import functional as F
 from ._files import atomic_write
+from .head import PrototypeHead
 
 __all__ = [
     "LVQMLNPredictor",
@@ -63,7 +63,8 @@ class LVQMLNPredictor(nn.Module):
         self.backbone = copy.deepcopy(backbone).eval().requires_grad_(False)
         self.register_buffer("prototypes", prototypes.detach().clone())
         self.register_buffer("prototype_labels", prototype_labels.detach().clone().long())
-        self.n_classes = int(n_classes)
+        self.head = PrototypeHead(n_classes)
+        self.n_classes = self.head.n_classes
 
     @classmethod
     def from_model(cls, model: Any) -> LVQMLNPredictor:
@@ -72,21 +73,14 @@ class LVQMLNPredictor(nn.Module):
         Raises:
             NotFittedError: if the model is not fitted.
         """
-        model._check_fitted()
-        return cls(
-            model.backbone, model.prototypes, model.prototype_labels, model.hparams.n_classes
-        )
+        model.check_fitted()
+        return cls(model.backbone, model.prototypes, model.prototype_labels, model.head.n_classes)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``x`` → ``(labels (n,), probabilities (n, k), latent (n, latent_dim))``."""
         z = self.backbone(x)
-        dtype = torch.promote_types(
-            torch.promote_types(z.dtype, torch.float32), self.prototypes.dtype
-        )
-        distances = F.squared_euclidean_distance(z.to(dtype), self.prototypes.to(dtype))
-        labels = F.wtac(distances, self.prototype_labels)
-        pooled = F.stratified_min_pooling(distances, self.prototype_labels, self.n_classes)
-        return labels, torch.softmax(-pooled, dim=1), z
+        labels, probabilities = self.head(z, self.prototypes, self.prototype_labels)
+        return labels, probabilities, z
 
 
 def _example_input(model: Any, example_input: Any, batch: int = 2) -> Tensor:

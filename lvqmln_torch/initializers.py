@@ -52,6 +52,14 @@ def resolve_prototypes_per_class(
         return count
 
     if isinstance(n_per_class, Mapping):
+        known = set(range(n_classes)) | set(classes if classes is not None else ())
+        unknown = [k for k in n_per_class if k not in known]
+        if unknown:
+            valid = list(classes) if classes is not None else list(range(n_classes))
+            raise ValueError(
+                f"n_prototypes_per_class has entries for unknown classes {unknown}; the classes "
+                f"are {valid}"
+            )
         counts = []
         for index in range(n_classes):
             label = classes[index] if classes is not None else index

@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.exceptions import NotFittedError
 
 from .backbones import ACTIVATIONS
-from .functional import TRANSFERS
+from .config import module_config
+from .estimator_params import module_arguments, transfer_name
 from .interop import backbone_from_jax
-from .model import LVQMLN
+from .network import PrototypeNetwork
 from .optimizers import OPTIMIZERS
+from .persistence import set_fitted
 from .schedules import SCHEDULES
+from .validation import plain
 
-__all__ = ["from_prosemble", "lvqmln_from_prosemble"]
+if TYPE_CHECKING:
+    from .model import LVQMLN
+
+__all__ = ["estimator_from_prosemble", "lvqmln_from_prosemble"]
 
 # Constructor parameters of upstream's LVQMLN that carry over unchanged when their value is a
 # plain value (upstream also takes optax objects and callables, which have no torch meaning).
@@ -54,34 +60,6 @@ def _array(value: Any, name: str, ndim: int | None = None) -> np.ndarray:
             f"prosemble model attribute {name} must be {ndim}-D, got shape {array.shape}"
         )
     return array
-
-
-def _plain(value: Any) -> Any:
-    """Numpy / JAX scalars and containers as Python values."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "shape") and hasattr(value, "tolist") and not isinstance(value, list):
-        return np.asarray(value).tolist()
-    if isinstance(value, Mapping):
-        return {_plain(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_plain(v) for v in value)
-    return value
-
-
-def _transfer_name(transfer_fn: Any) -> str:
-    """Upstream's transfer callables (prosemble.core.activations) by their names."""
-    if transfer_fn is None:
-        return "identity"
-    if isinstance(transfer_fn, str) and transfer_fn in TRANSFERS:
-        return transfer_fn
-    name = getattr(transfer_fn, "__name__", None)
-    if name in TRANSFERS:
-        return name
-    raise ValueError(
-        f"cannot convert transfer_fn {transfer_fn!r}: only prosemble's "
-        f"{', '.join(TRANSFERS)} are known; give transfer_fn= explicitly"
-    )
 
 
 def _backbone_layout(params: Any) -> tuple[str, Any]:
@@ -161,7 +139,7 @@ def _read(obj: Any, input_shape: Sequence[int] | None) -> dict[str, Any]:
             )
         hidden = widths[:-1]
         declared = getattr(obj, "hidden_sizes", None)
-        if declared is not None and list(_plain(declared)) != hidden:
+        if declared is not None and list(plain(declared)) != hidden:
             raise ValueError(
                 f"hidden_sizes={list(declared)} but backbone_params_ have hidden widths {hidden}"
             )
@@ -196,7 +174,7 @@ def _params(obj: Any, info: dict[str, Any]) -> dict[str, Any]:
     dropped: list[str] = []
     for name in _PLAIN_PARAMS:
         if hasattr(obj, name):
-            params[name] = _plain(getattr(obj, name))
+            params[name] = plain(getattr(obj, name))
     if params.get("activation", "sigmoid") not in ACTIVATIONS:
         raise ValueError(
             f"unknown activation {params['activation']!r}; valid: {', '.join(ACTIVATIONS)}"
@@ -206,9 +184,8 @@ def _params(obj: Any, info: dict[str, Any]) -> dict[str, Any]:
         params["hidden_sizes"] = info["hidden_sizes"]
     else:
         params.update(backbone="cnn", channels=info["channels"], kernel_sizes=info["kernel_sizes"])
-    params["transfer_fn"] = (
-        None if (t := _transfer_name(getattr(obj, "transfer_fn", None))) == "identity" else t
-    )
+    transfer = transfer_name(getattr(obj, "transfer_fn", None), callables=False)
+    params["transfer_fn"] = None if transfer == "identity" else transfer
     optimizer = getattr(obj, "_optimizer_spec", getattr(obj, "optimizer", "adam"))
     if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
         params["optimizer"] = optimizer.lower()
@@ -218,7 +195,7 @@ def _params(obj: Any, info: dict[str, Any]) -> dict[str, Any]:
     if isinstance(scheduler, str) and scheduler in SCHEDULES:
         params["lr_scheduler"] = scheduler
         params["lr_scheduler_kwargs"] = (
-            _plain(dict(getattr(obj, "lr_scheduler_kwargs", None) or {})) or None
+            plain(dict(getattr(obj, "lr_scheduler_kwargs", None) or {})) or None
         )
     elif scheduler is not None:
         dropped.append(f"lr_scheduler={scheduler!r}")
@@ -237,37 +214,18 @@ def _params(obj: Any, info: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _build_module(info: dict[str, Any], params: dict[str, Any]) -> LVQMLN:
+def _module_arguments(info: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The module's arguments: the estimator's translation, with upstream's sizes, weights'
+    layout and prototypes."""
     cnn = info["kind"] == "cnn"
-    model = LVQMLN(
-        backbone=info["kind"],
+    return module_arguments(
+        params,
         in_features=None if cnn else info["in_features"],
         input_shape=info["input_shape"] if cnn else None,
-        n_classes=len(info["classes"]),
-        classes=info["classes"].tolist(),
-        hidden_sizes=info.get("hidden_sizes", [10]),
-        latent_dim=info["latent_dim"],
-        activation=params.get("activation", "sigmoid"),
-        latent_activation=True,  # upstream applies the activation after the last layer too
-        channels=info.get("channels", [16, 32]),
-        kernel_sizes=info.get("kernel_sizes", [3, 3]),
+        classes=info["classes"],
         initial_prototypes=info["prototypes"],
         initial_prototype_labels=info["label_index"],
-        transfer=params["transfer_fn"] or "identity",
-        beta=float(params.get("beta", 10.0)),
-        margin=float(params.get("margin", 0.0)),
-        optimizer=params.get("optimizer", "adam"),
-        lr=float(params.get("lr", 0.01)),
-        bb_lr=params.get("bb_lr"),
-        lr_scheduler=params.get("lr_scheduler"),
-        lr_scheduler_kwargs=params.get("lr_scheduler_kwargs"),
-        freeze=params.get("freeze_params") or [],
-        ema_decay=params.get("ema_decay"),
-        lookahead=params.get("lookahead"),
-        seed=int(params.get("random_seed", 42)),
     )
-    backbone_from_jax(model.backbone, info["backbone"])
-    return model
 
 
 def lvqmln_from_prosemble(obj: Any, input_shape: Sequence[int] | None = None) -> LVQMLN:
@@ -290,51 +248,54 @@ def lvqmln_from_prosemble(obj: Any, input_shape: Sequence[int] | None = None) ->
         sklearn.exceptions.NotFittedError: when ``obj`` is not fitted.
         ValueError: when the attributes are inconsistent (shapes, labels, names).
     """
+    from .model import LVQMLN
+
     info = _read(obj, input_shape)
-    return _build_module(info, _params(obj, info))
+    model = LVQMLN(**_module_arguments(info, _params(obj, info)))
+    backbone_from_jax(model.backbone, info["backbone"])
+    return model
 
 
-def from_prosemble(obj: Any, input_shape: Sequence[int] | None = None):
+def estimator_from_prosemble(
+    estimator_cls: type, obj: Any, input_shape: Sequence[int] | None = None
+) -> Any:
     """A fitted :class:`~lvqmln_torch.LVQMLNClassifier` equivalent to a fitted prosemble
     ``LVQMLN``: the same predictions, probabilities and latent codes, the same constructor
     parameters (where they have a torch meaning) and the fitted attributes ``n_iter_``,
     ``loss_``, ``loss_history_``, ``val_loss_history_``, ``best_loss_``.
 
     Args:
+        estimator_cls: :class:`~lvqmln_torch.LVQMLNClassifier` (or a subclass).
         obj: see :func:`lvqmln_from_prosemble`.
         input_shape: ``(C, H, W)``, only for a CNN backbone.
 
     Returns:
         The fitted estimator.
     """
-    from .estimator import LVQMLNClassifier
-
     info = _read(obj, input_shape)
     params = _params(obj, info)
-    estimator = LVQMLNClassifier(**params)
-    estimator.model_ = _build_module(info, params)
-    estimator.classes_ = info["classes"]
-    estimator.n_classes_ = len(info["classes"])
-    if info["kind"] == "mlp":
-        estimator.n_features_in_ = info["in_features"]
-        estimator.input_shape_ = None
-    else:
-        estimator.n_features_in_ = info["input_shape"][0]
-        estimator.input_shape_ = tuple(info["input_shape"])
+    config = module_config(_module_arguments(info, params))
+    network = PrototypeNetwork.from_config(config.hparams)
+    backbone_from_jax(network.backbone, info["backbone"])
+    estimator = estimator_cls(**params)
     history = getattr(obj, "loss_history_", None)
-    estimator.loss_history_ = (
-        np.asarray(history, dtype=np.float64) if history is not None else np.zeros(0)
-    )
     val_history = getattr(obj, "val_loss_history_", None)
-    estimator.val_loss_history_ = (
-        None if val_history is None else np.asarray(val_history, dtype=np.float64)
+    n_iter, loss, best = (getattr(obj, n, None) for n in ("n_iter_", "loss_", "best_loss_"))
+    cnn = info["kind"] == "cnn"
+    set_fitted(
+        estimator,
+        network,
+        config.hparams,
+        info["classes"],
+        info["input_shape"] if cnn else None,
+        info["input_shape"][0] if cnn else info["in_features"],
+        [] if history is None else np.asarray(history, dtype=np.float64),
+        None if val_history is None else np.asarray(val_history, dtype=np.float64),
+        n_iter=n_iter,
+        loss=loss,
+        best_loss=best if best is not None else float("nan"),
+        engine=None,  # trained by prosemble, not here
     )
-    n_iter = getattr(obj, "n_iter_", None)
-    estimator.n_iter_ = int(n_iter) if n_iter is not None else len(estimator.loss_history_)
-    loss = getattr(obj, "loss_", None)
-    estimator.loss_ = float(loss) if loss is not None else None
-    best = getattr(obj, "best_loss_", None)
-    estimator.best_loss_ = float(best) if best is not None else None
-    estimator.engine_ = None  # trained by prosemble, not here
-    estimator._set_model_attributes()
+    if best is None:
+        estimator.best_loss_ = None
     return estimator

@@ -3,7 +3,8 @@ live; the GLVQ loss trains both."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,39 +17,18 @@ from torchmetrics import MeanMetric
 from typing_extensions import override
 
 from . import functional as F
-from .backbones import CNNBackbone, MLPBackbone, get_activation
-from .initializers import (
-    check_initializer,
-    initialize_prototypes,
-    prototype_labels_for,
-    resolve_prototypes_per_class,
-)
-from .optimizers import OPTIMIZERS, resolve_optimizer
-from .schedules import ScheduleLR, build_schedule, check_schedule_args
+from .config import module_config
+from .metrics import WeightedMean
+from .network import PrototypeNetwork, build_parts
+from .optimizers import OPTIMIZERS, build_optimizer, parameter_groups
+from .rules import nonfinite_loss_error
+from .schedules import ScheduleLR
+from .validation import needs_minibatches_error, plain
 
-__all__ = ["LVQMLN"]
-
-BACKBONES = ("mlp", "cnn")
-FREEZABLE = ("backbone", "prototypes")
-DEFAULT_ACTIVATION = {"mlp": "sigmoid", "cnn": "relu"}
-# Latent codes are computed in chunks of this many samples for initialisation and inference.
-_CHUNK = 65536
+__all__ = ["LVQMLN", "nonfinite_loss_error"]
 
 
-def _to_primitive(value: Any) -> Any:
-    """Numpy scalars / arrays and tensors to plain Python values (checkpoint-safe)."""
-    if isinstance(value, Tensor):
-        return value.detach().cpu().tolist()
-    if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {_to_primitive(k): _to_primitive(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_to_primitive(v) for v in value]
-    return value
-
-
-class LVQMLN(LightningModule):
+class LVQMLN(PrototypeNetwork, LightningModule):
     """LVQ Multi-Layer Network.
 
     ``x → backbone → z (n, latent_dim)``; prototypes ``W (P, latent_dim)`` with labels
@@ -127,58 +107,20 @@ class LVQMLN(LightningModule):
         lookahead: Mapping[str, Any] | None = None,
         seed: int = 42,
     ) -> None:
-        super().__init__()
-        custom_backbone = backbone if isinstance(backbone, nn.Module) else None
-        if custom_backbone is None and backbone not in BACKBONES:
-            raise ValueError(
-                f"Unknown backbone {backbone!r}. Valid backbones: {', '.join(BACKBONES)}, "
-                "or an nn.Module"
-            )
-        F.get_transfer(transfer)  # fail fast on an unknown name
-        if activation is not None:
-            get_activation(activation)  # also when the backbone is built later, in setup
-        optimizer_cls = resolve_optimizer(optimizer)
-        if lr_scheduler is not None:
-            check_schedule_args(lr_scheduler, lr_scheduler_kwargs)
-        _check_positive("lr", lr)
-        if bb_lr is not None:
-            _check_positive("bb_lr", bb_lr)
-        freeze = _check_freeze(freeze)
-        check_initializer(prototypes_initializer, prototypes_initializer_kwargs)
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in (0, 1), got {ema_decay!r}")
-        if initial_prototypes is not None:
-            initial_prototypes, initial_prototype_labels = _check_initial_prototypes(
-                initial_prototypes, initial_prototype_labels, latent_dim
-            )
-        elif initial_prototype_labels is not None:
-            raise ValueError("initial_prototype_labels needs initial_prototypes")
-
-        # Hyperparameters are primitives only, so checkpoints load with weights_only=True.
-        if not isinstance(optimizer, str):
-            optimizer = f"{optimizer_cls.__module__}.{optimizer_cls.__qualname__}"
-        classes = _to_primitive(classes)
-        input_shape = _to_primitive(input_shape)
-        hidden_sizes, channels, kernel_sizes = map(list, (hidden_sizes, channels, kernel_sizes))
-        n_prototypes_per_class = _to_primitive(n_prototypes_per_class)
-        ignore = ["backbone"] if custom_backbone is not None else []
-        if callable(prototypes_initializer):
-            ignore.append("prototypes_initializer")
-        self.save_hyperparameters(ignore=ignore)
-        if custom_backbone is not None:
-            self.hparams["backbone"] = "custom"
-
-        self._custom_backbone = custom_backbone
-        self._initializer = prototypes_initializer
-        self._transfer = F.get_transfer(transfer)
-        self._optimizer_cls = optimizer_cls
-        self._prototypes_ready = False
-        self.backbone: nn.Module | None = None
-        self.prototypes: nn.Parameter | None = None
-        self.register_buffer("prototype_labels", None)
-        self.train_loss, self.val_loss, self.test_loss = (
-            _WeightedMean(nan_strategy="disable") for _ in range(3)
-        )
+        super().__init__()  # an empty PrototypeNetwork, then LightningModule
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        config = module_config(arguments)
+        # The validated, plain values are the hyperparameters (not the raw arguments in this
+        # frame, which may hold arrays or modules): checkpoints load with weights_only=True.
+        self.save_hyperparameters(ignore=list(arguments))
+        self._set_hparams(config.hparams)
+        self._hparams_initial = copy.deepcopy(self._hparams)
+        # Not a submodule until built (then it is ``self.backbone``): its weights are stored once.
+        object.__setattr__(self, "_custom_backbone", config.custom_backbone)
+        self._initializer = config.initializer
+        self._transfer = config.transfer
+        self._optimizer_cls = config.optimizer_cls
+        self.train_loss, self.val_loss, self.test_loss = (WeightedMean() for _ in range(3))
         self.train_acc, self.val_acc, self.test_acc = (
             MeanMetric(nan_strategy="disable") for _ in range(3)
         )
@@ -197,71 +139,16 @@ class LVQMLN(LightningModule):
             return True
         return hp.in_features is not None if hp.backbone == "mlp" else hp.input_shape is not None
 
-    def _generator(self, offset: int) -> torch.Generator:
-        return torch.Generator().manual_seed(int(self.hparams.seed) + offset)
-
     def _build(self) -> None:
         """Create backbone, prototype parameter and label buffer from the hyperparameters."""
         hp = self.hparams
-        activation = hp.activation or DEFAULT_ACTIVATION.get(hp.backbone, "sigmoid")
-        if self._custom_backbone is not None:
-            backbone = self._custom_backbone
-        elif hp.backbone == "mlp":
-            if hp.in_features is None:
-                raise ValueError("backbone='mlp' needs in_features (or a datamodule that has it)")
-            backbone = MLPBackbone(
-                hp.in_features,
-                hp.hidden_sizes,
-                hp.latent_dim,
-                activation,
-                hp.latent_activation,
-                generator=self._generator(0),
-            )
-        else:
-            if hp.input_shape is None:
-                raise ValueError("backbone='cnn' needs input_shape (C, H, W)")
-            backbone = CNNBackbone(
-                hp.input_shape,
-                hp.channels,
-                hp.kernel_sizes,
-                hp.latent_dim,
-                activation,
-                hp.latent_activation,
-                generator=self._generator(0),
-            )
-        if hp.initial_prototypes is not None:
-            prototypes = torch.tensor(hp.initial_prototypes, dtype=torch.get_default_dtype())
-            labels = torch.tensor(hp.initial_prototype_labels, dtype=torch.long)
-            n_classes = hp.n_classes if hp.n_classes is not None else int(labels.max()) + 1
-            if int(labels.max()) >= n_classes:
-                raise ValueError(
-                    f"initial_prototype_labels must be class indices in [0, {n_classes}), "
-                    f"got max {int(labels.max())}"
-                )
-            hp.n_classes = n_classes
-            self._prototypes_ready = True
-        else:
-            counts = resolve_prototypes_per_class(
-                hp.n_prototypes_per_class, hp.n_classes, hp.classes
-            )
-            prototypes = torch.zeros(sum(counts), hp.latent_dim)
-            labels = prototype_labels_for(counts)
-        if hp.n_classes < 2:
-            raise ValueError(f"LVQMLN needs at least 2 classes, got n_classes={hp.n_classes}")
-        if hp.classes is not None and len(hp.classes) != hp.n_classes:
-            raise ValueError(f"classes has {len(hp.classes)} entries but n_classes={hp.n_classes}")
-        self.backbone = backbone
-        self.prototypes = nn.Parameter(prototypes)
-        self.register_buffer("prototype_labels", labels)
-        # Frozen tensors never enter the optimizer and never get a gradient: bit-identical.
-        if "backbone" in hp.freeze:
-            self.backbone.requires_grad_(False)
-        if "prototypes" in hp.freeze:
-            self.prototypes.requires_grad_(False)
-
-    @property
-    def is_built(self) -> bool:
-        return self.backbone is not None
+        backbone, prototypes, labels, n_classes, input_shape, given = build_parts(
+            hp, self._custom_backbone
+        )
+        hp.n_classes = n_classes
+        self.install(backbone, prototypes, labels, n_classes, input_shape)
+        self._prototypes_ready = given
+        self.freeze_parts(hp.freeze)
 
     @property
     def classes_(self) -> np.ndarray:
@@ -279,7 +166,7 @@ class LVQMLN(LightningModule):
         if hp.n_classes is None and getattr(source, "n_classes", None) is not None:
             hp.n_classes = int(source.n_classes)
         if hp.classes is None and getattr(source, "classes_", None) is not None:
-            hp.classes = _to_primitive(source.classes_)
+            hp.classes = plain(source.classes_)
         if hp.backbone == "mlp" and hp.in_features is None:
             if getattr(source, "input_shape", None) is not None:
                 raise ValueError(
@@ -293,7 +180,7 @@ class LVQMLN(LightningModule):
                 raise ValueError(
                     "backbone='cnn' needs 4-D image inputs (n, C, H, W); the data are flat"
                 )
-            hp.input_shape = _to_primitive(source.input_shape)
+            hp.input_shape = plain(source.input_shape)
 
     # ------------------------------------------------------------------ Lightning hooks
     def prepare(self, datamodule: Any = None, initialize: bool = True) -> None:
@@ -333,32 +220,23 @@ class LVQMLN(LightningModule):
                 ys.append(y)
             self._initialize_from_data(torch.cat(xs), torch.cat(ys))
         if self.trainer.accumulate_grad_batches > 1 and self.trainer.num_training_batches == 1:
-            raise ValueError(
-                "gradient accumulation needs mini-batches, but the data come as one full batch "
-                "per epoch: set a batch_size or drop accumulate_grad_batches"
-            )
+            raise needs_minibatches_error(" (accumulate_grad_batches > 1)")
 
     @override
     def on_test_start(self) -> None:
-        self._check_fitted()  # an untrained model would be scored on zero prototypes
+        self.check_fitted()  # an untrained model would be scored on zero prototypes
 
     @override
     def on_predict_start(self) -> None:
-        self._check_fitted()
-
-    @override
-    def load_state_dict(
-        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
-    ):
-        # Weights loaded by hand (not through a checkpoint hook) include trained prototypes.
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        if "prototypes" in state_dict:
-            self._prototypes_ready = True
-        return result
+        self.check_fitted()
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._prototypes_ready = True
+        # Checkpoints of 0.1.0 stored a custom backbone twice; its weights are ``backbone.*``.
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("_custom_backbone.")]:
+            del state[key]
         if self._trainer is not None and self.is_built:
             from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision
 
@@ -380,23 +258,9 @@ class LVQMLN(LightningModule):
         return callbacks
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """The optimizer's parameter groups: ``prototypes`` (``lr``) and ``backbone``
-        (``bb_lr``, else ``lr``); frozen parameters are left out.
-
-        Raises:
-            ValueError: when ``freeze`` covers every parameter.
-        """
+        """The optimizer's parameter groups (see :func:`~lvqmln_torch.optimizers.parameter_groups`)."""
         hp = self.hparams
-        groups = []
-        if "prototypes" not in hp.freeze:
-            groups.append({"params": [self.prototypes], "lr": hp.lr, "name": "prototypes"})
-        backbone_params = [p for p in self.backbone.parameters() if p.requires_grad]
-        if backbone_params:
-            bb_lr = hp.bb_lr if hp.bb_lr is not None else hp.lr
-            groups.append({"params": backbone_params, "lr": bb_lr, "name": "backbone"})
-        if not groups:
-            raise ValueError("freeze covers every parameter: there is nothing to train")
-        return groups
+        return parameter_groups(self.prototypes, self.backbone, hp.lr, hp.bb_lr, hp.freeze)
 
     @property
     def elementwise_optimizer(self) -> bool:
@@ -407,18 +271,8 @@ class LVQMLN(LightningModule):
     def build_optimizer(
         self, groups: list[dict[str, Any]], total_steps: Callable[[], int]
     ) -> tuple[torch.optim.Optimizer, ScheduleLR | None]:
-        """The configured optimizer over ``groups`` (see :meth:`parameter_groups`) and, with an
-        ``lr_scheduler``, its per-step schedule over ``total_steps()`` optimizer steps (called
-        only then: Lightning's estimate has a cost)."""
-        hp = self.hparams
-        optimizer = _build_optimizer(self._optimizer_cls, groups, dict(hp.optimizer_kwargs or {}))
-        if hp.lr_scheduler is None:
-            return optimizer, None
-        steps = int(total_steps())
-        schedules = [
-            build_schedule(hp.lr_scheduler, g["lr"], steps, hp.lr_scheduler_kwargs) for g in groups
-        ]
-        return optimizer, ScheduleLR(optimizer, schedules)
+        """The configured optimizer and schedule (see :func:`~lvqmln_torch.optimizers.build_optimizer`)."""
+        return build_optimizer(self._optimizer_cls, groups, self.hparams, total_steps)
 
     @override
     def configure_optimizers(self) -> Any:
@@ -433,68 +287,26 @@ class LVQMLN(LightningModule):
         }
 
     # ------------------------------------------------------------------ initialisation
-    @torch.no_grad()
     def _initialize_from_data(self, x: Tensor, y: Tensor) -> None:
-        """Initialise the prototypes from the untrained backbone's latent codes of the training
-        data; seeded, and broadcast from rank 0 so every rank starts identical."""
+        """Initialise the prototypes from the untrained backbone's latent codes of ``x``; seeded,
+        and broadcast from rank 0 so every rank starts identical."""
         hp = self.hparams
-        y = torch.as_tensor(y, dtype=torch.long)
-        if y.numel() == 0:
-            raise ValueError("the training data are empty (0 samples)")
-        if int(y.min()) < 0 or int(y.max()) >= hp.n_classes:
-            raise ValueError(
-                f"training labels must be class indices in [0, {hp.n_classes}), got values in "
-                f"[{int(y.min())}, {int(y.max())}]; map labels with ArrayDataModule (any "
-                "sortable labels) or set n_classes"
-            )
-        present = torch.unique(y)
-        if present.numel() < 2:
-            raise ValueError(
-                f"the training data must contain at least 2 classes, got {present.numel()}"
-            )
-        z = self._latent_in_chunks(x)
-        counts = torch.bincount(self.prototype_labels.cpu(), minlength=hp.n_classes).tolist()
-        prototypes, labels = initialize_prototypes(
-            z.cpu(),
-            y.cpu(),
-            counts,
+        prototypes, labels = self.initialize_from(
+            x,
+            y,
             self._initializer,
-            generator=self._generator(1),
-            **dict(hp.prototypes_initializer_kwargs or {}),
+            hp.prototypes_initializer_kwargs,
+            hp.seed,
         )
-        if prototypes.shape != self.prototypes.shape:
-            raise ValueError(
-                f"the initializer returned {tuple(prototypes.shape)} prototypes; the model "
-                f"expects {tuple(self.prototypes.shape)}"
-            )
         if self._trainer is not None and self.trainer.world_size > 1:
             prototypes, labels = self.trainer.strategy.broadcast((prototypes, labels), src=0)
-        self.prototypes.copy_(prototypes.to(self.prototypes))
-        self.prototype_labels.copy_(labels.to(self.prototype_labels))
-        self._prototypes_ready = True
-
-    def _latent_in_chunks(self, x: Any) -> Tensor:
-        x = self._as_input(x)
-        return torch.cat([self.backbone(x[i : i + _CHUNK]) for i in range(0, len(x), _CHUNK)])
-
-    def _as_input(self, x: Any) -> Tensor:
-        """Inputs as a tensor on the model's device, in the model's floating dtype."""
-        dtype = self.prototypes.dtype if self.prototypes is not None else torch.float32
-        return torch.as_tensor(x).to(device=self.device, dtype=dtype)
+        self.set_prototypes(prototypes, labels)
 
     # ------------------------------------------------------------------ math
     @override
     def forward(self, x: Tensor) -> Tensor:
         """Latent codes: ``(n, …) → (n, latent_dim)``."""
         return self.backbone(x)
-
-    def distances(self, z: Tensor) -> Tensor:
-        """Squared distances ``(n, P)`` from latent codes ``(n, latent_dim)`` to the prototypes,
-        always in float32 or wider (also under mixed precision)."""
-        dtype = torch.promote_types(z.dtype, torch.float32)
-        dtype = torch.promote_types(dtype, self.prototypes.dtype)
-        with torch.autocast(z.device.type, enabled=False):
-            return F.squared_euclidean_distance(z.to(dtype), self.prototypes.to(dtype))
 
     def _step(self, batch: Any, loss_metric: MeanMetric, acc_metric: MeanMetric) -> Tensor:
         x, y, w = _unpack(batch)
@@ -573,94 +385,15 @@ class LVQMLN(LightningModule):
         z = self.backbone(x)
         distances = self.distances(z)
         return {
-            "labels": F.wtac(distances, self.prototype_labels),
-            "probabilities": self._proba_from_distances(distances),
+            "labels": self.head.labels(distances, self.prototype_labels),
+            "probabilities": self.head.probabilities(distances, self.prototype_labels),
             "latent": z,
         }
-
-    def _proba_from_distances(self, distances: Tensor) -> Tensor:
-        pooled = F.stratified_min_pooling(distances, self.prototype_labels, self.hparams.n_classes)
-        return torch.softmax(-pooled, dim=1)
-
-    # ------------------------------------------------------------------ inference API
-    def _check_fitted(self) -> None:
-        if not self.is_built or not self._prototypes_ready:
-            raise NotFittedError("This LVQMLN is not fitted yet: train it (Trainer.fit) first")
-
-    def _check_input_shape(self, x: Tensor) -> None:
-        """Inputs must match the built backbone: ``(n, in_features)`` or ``(n, C, H, W)``."""
-        hp = self.hparams
-        if hp.backbone == "mlp" and (x.dim() != 2 or x.shape[1] != hp.in_features):
-            raise ValueError(
-                f"expected inputs of shape (n, {hp.in_features}) (the MLP was fitted on "
-                f"{hp.in_features} features), got {tuple(x.shape)}"
-            )
-        if hp.backbone == "cnn" and (x.dim() != 4 or list(x.shape[1:]) != list(hp.input_shape)):
-            raise ValueError(
-                f"expected images of shape (n, {', '.join(map(str, hp.input_shape))}) (the CNN "
-                f"was fitted on that shape), got {tuple(x.shape)}"
-            )
-
-    def _inference(self, x: Any, fn: Callable[[Tensor], Tensor]) -> Tensor:
-        self._check_fitted()
-        x = self._as_input(x)
-        self._check_input_shape(x)
-        if len(x) == 0:
-            raise ValueError(f"the inputs are empty (shape {tuple(x.shape)})")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("the inputs contain NaN or Inf values; clean or impute them first")
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                return torch.cat([fn(x[i : i + _CHUNK]) for i in range(0, len(x), _CHUNK)])
-        finally:
-            self.train(was_training)
-
-    def transform(self, x: Any) -> Tensor:
-        """Latent codes ``(n, latent_dim)`` of ``x`` (array or tensor)."""
-        return self._inference(x, self.backbone)
-
-    def predict_proba(self, x: Any) -> Tensor:
-        """``(n, n_classes)`` softmax over classes of −(per-class minimum squared distance),
-        columns in :attr:`classes_` order."""
-        return self._inference(
-            x, lambda b: self._proba_from_distances(self.distances(self.backbone(b)))
-        )
-
-    def predict_indices(self, x: Any) -> Tensor:
-        """``(n,)`` class indices of the nearest prototypes (first index on ties)."""
-        return self._inference(
-            x, lambda b: F.wtac(self.distances(self.backbone(b)), self.prototype_labels)
-        )
 
     def predict(self, x: Any) -> np.ndarray:
         """``(n,)`` original labels (from :attr:`classes_`) of the nearest prototypes."""
         indices = self.predict_indices(x).cpu().numpy()  # first: raises NotFittedError
         return self.classes_[indices]
-
-
-def nonfinite_loss_error(step: int, epoch: int) -> FloatingPointError:
-    """The error for a training loss that became NaN or Inf at optimizer ``step``."""
-    return FloatingPointError(
-        f"the training loss became non-finite (NaN or Inf) at optimizer step {step} "
-        f"(epoch {epoch}); lower the learning rate, check the inputs for extreme values, or "
-        "use a wider precision"
-    )
-
-
-class _WeightedMean(MeanMetric):
-    """``MeanMetric`` that honours its weights without a NaN check (no host sync per step):
-    torchmetrics (1.9) replaces the weights by ones when ``nan_strategy="disable"``, which made
-    epoch losses the plain mean of the batch means instead of the per-sample mean."""
-
-    @override
-    def update(self, value: Tensor | float, weight: Tensor | float = 1.0) -> None:
-        value = torch.as_tensor(value, dtype=self.dtype, device=self.device)
-        weight = torch.as_tensor(weight, dtype=self.dtype, device=self.device)
-        weight = torch.broadcast_to(weight, value.shape)
-        self.mean_value += (value * weight).sum()
-        self.weight += weight.sum()
 
 
 def _unpack(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -673,69 +406,3 @@ def _unpack(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
     if len(x) != len(y):
         raise ValueError(f"a batch has {len(x)} inputs but {len(y)} labels: X and y lengths differ")
     return x, y, w
-
-
-# Optimizers whose fused CPU kernel computes the same update as the default per-tensor loop
-# (equal up to float rounding in the last bits), and the options that pick an implementation.
-_FUSED_ON_CPU = (torch.optim.Adam, torch.optim.AdamW)
-_IMPLEMENTATION_OPTIONS = ("fused", "foreach", "capturable", "differentiable")
-# Below this many parameter elements the per-tensor loop stays single-threaded and is faster:
-# the fused kernel opens a parallel region per call (~0.1 ms idle, ~10 ms on a busy CPU).
-_FUSED_MIN_NUMEL = 1 << 16
-
-
-def _build_optimizer(
-    optimizer_cls: type[torch.optim.Optimizer], groups: list[dict], kwargs: dict[str, Any]
-) -> torch.optim.Optimizer:
-    """``optimizer_cls(groups, **kwargs)``; Adam and AdamW on CPU parameters of at least
-    ``_FUSED_MIN_NUMEL`` elements get ``fused=True`` unless ``kwargs`` choose an
-    implementation: torch's CPU default updates each parameter in
-    about ten separate passes over memory, the fused kernel in one (several times faster for
-    large layers)."""
-    params = [p for group in groups for p in group["params"]]
-    if (
-        optimizer_cls in _FUSED_ON_CPU
-        and not any(option in kwargs for option in _IMPLEMENTATION_OPTIONS)
-        and all(p.device.type == "cpu" and p.is_floating_point() for p in params)
-        and sum(p.numel() for p in params) >= _FUSED_MIN_NUMEL
-    ):
-        kwargs = {**kwargs, "fused": True}
-    return optimizer_cls(groups, **kwargs)
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-def _check_freeze(freeze: Iterable[str] | str | None) -> list[str]:
-    if freeze is None:
-        return []
-    if isinstance(freeze, str):
-        freeze = [freeze]
-    freeze = list(freeze)
-    unknown = [f for f in freeze if f not in FREEZABLE]
-    if unknown:
-        raise ValueError(f"Unknown freeze entries {unknown}. Valid entries: {', '.join(FREEZABLE)}")
-    return freeze
-
-
-def _check_initial_prototypes(prototypes: Any, labels: Any, latent_dim: int) -> tuple[list, list]:
-    prototypes = np.asarray(_to_primitive(prototypes), dtype=float)
-    if prototypes.ndim != 2 or prototypes.shape[1] != latent_dim:
-        raise ValueError(
-            f"initial_prototypes must have shape (P, latent_dim={latent_dim}), got {prototypes.shape}"
-        )
-    if labels is None:
-        raise ValueError("initial_prototypes needs initial_prototype_labels (class indices)")
-    labels = np.asarray(_to_primitive(labels))
-    if (
-        labels.shape != (prototypes.shape[0],)
-        or not np.issubdtype(labels.dtype, np.integer)
-        or labels.min() < 0
-    ):
-        raise ValueError(
-            f"initial_prototype_labels must be {prototypes.shape[0]} non-negative class indices, "
-            f"got {labels!r}"
-        )
-    return prototypes.tolist(), labels.tolist()

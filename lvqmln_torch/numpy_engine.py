@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +26,9 @@ import torch
 from threadpoolctl import ThreadpoolController
 from torch import Tensor, nn
 
-from .callbacks import ExponentialMovingAverage, Lookahead
-from .callbacks._shadow import ShadowWeights
-from .data import ArrayDataModule
-from .model import DEFAULT_ACTIVATION, LVQMLN, nonfinite_loss_error
+from .arrays import ArrayData
+from .network import DEFAULT_ACTIVATION, PrototypeNetwork
 from .numpy_core import (
-    TRANSFERS,
     GLVQTargets,
     Layer,
     glvq_loss_and_grads,
@@ -39,25 +36,24 @@ from .numpy_core import (
     mlp_backward,
     mlp_forward,
 )
+from .optimizers import OPTIMIZERS, build_optimizer, parameter_groups
+from .rules import (
+    BestTracker,
+    ConvergenceRule,
+    EpochMean,
+    PatienceRule,
+    evaluating_rule,
+    nonfinite_loss_error,
+    shadow_rules,
+)
 
-__all__ = ["FitHistory", "fit_numpy", "numpy_engine_unsupported"]
+__all__ = ["FitHistory", "fit_numpy"]
 
 
 @functools.cache
 def _blas_threads() -> ThreadpoolController:
     """The process's thread pools (inspected once: the first inspection takes milliseconds)."""
     return ThreadpoolController()
-
-
-def numpy_engine_unsupported(model: LVQMLN) -> str | None:
-    """Why ``model`` cannot train on this engine (``None`` when it can): the engine covers the
-    built-in MLP backbone with a built-in transfer."""
-    hp = model.hparams
-    if hp.backbone != "mlp":
-        return f"backbone={hp.backbone!r} (the numpy engine trains the MLP backbone only)"
-    if not isinstance(hp.transfer, str) or hp.transfer not in TRANSFERS:
-        return "a callable transfer_fn (the numpy engine knows the built-in transfers only)"
-    return None
 
 
 @dataclass
@@ -68,59 +64,7 @@ class FitHistory:
     val: list[float] = field(default_factory=list)
 
 
-class _EpochMean:
-    """The epoch loss as the module's ``_WeightedMean`` metric computes it: float32 sums of
-    ``loss_b · weight_b`` and ``weight_b`` over the batches, so stopping rules compare the
-    same numbers as on the Lightning path."""
-
-    def __init__(self) -> None:
-        self.total = np.float32(0.0)
-        self.weight = np.float32(0.0)
-
-    def update(self, loss: Any, weight: Any) -> None:
-        weight = np.float32(weight)
-        self.total += np.float32(loss) * weight
-        self.weight += weight
-
-    def compute(self) -> float:
-        return float(self.total / self.weight)
-
-
-class _Stopping:
-    """The estimator's stopping rules: Lightning's ``EarlyStopping(mode="min")`` with
-    ``patience`` (``min_delta`` = ``epsilon``), else :class:`~lvqmln_torch.callbacks.LossConvergence`
-    with ``epsilon``, else none; the comparisons in the callbacks' arithmetic."""
-
-    def __init__(self, epsilon: float | None, patience: int | None) -> None:
-        self.epsilon = epsilon
-        self.patience = patience
-        self.previous: float | None = None
-        self.best = np.float32(np.inf)
-        self.wait = 0
-
-    def early_stop(self, current: float) -> bool:
-        """EarlyStopping's decision for this epoch's monitored value (float32 tensors there)."""
-        if self.patience is None:
-            return False
-        current32 = np.float32(current)
-        if not np.isfinite(current32):
-            return True
-        if current32 + np.float32(self.epsilon or 0.0) < self.best:
-            self.best, self.wait = current32, 0
-            return False
-        self.wait += 1
-        return self.wait >= self.patience
-
-    def converged(self, current: float) -> bool:
-        """LossConvergence's decision (Python floats there)."""
-        if self.patience is not None or self.epsilon is None:
-            return False
-        done = self.previous is not None and abs(current - self.previous) < self.epsilon
-        self.previous = current
-        return done
-
-
-def _parameters(model: LVQMLN) -> list[Tensor]:
+def _parameters(model: PrototypeNetwork) -> list[Tensor]:
     """The prototypes, then every backbone layer's weight and bias."""
     layers = model.backbone.layers
     return [model.prototypes] + [t for layer in layers for t in (layer.weight, layer.bias)]
@@ -131,7 +75,7 @@ class _FlatParameters:
     layer's weight and bias, so each optimizer group (``prototypes``, ``backbone``) is one
     contiguous slice that torch optimizes in place through a shared-memory tensor."""
 
-    def __init__(self, model: LVQMLN, dtype: np.dtype) -> None:
+    def __init__(self, model: PrototypeNetwork, dtype: np.dtype) -> None:
         tensors = _parameters(model)
         self.shapes = [tuple(t.shape) for t in tensors]
         self.offsets = np.cumsum([0] + [math.prod(s) for s in self.shapes]).tolist()
@@ -156,7 +100,7 @@ class _FlatParameters:
         views = self.views(buffer)
         return views[0], list(zip(views[1::2], views[2::2]))
 
-    def write_to(self, model: LVQMLN, buffer: np.ndarray) -> None:
+    def write_to(self, model: PrototypeNetwork, buffer: np.ndarray) -> None:
         """Copy the weights in ``buffer`` into the module's parameters."""
         with torch.no_grad():
             for tensor, part in zip(_parameters(model), self.views(buffer)):
@@ -202,26 +146,41 @@ class _Batches:
 class _Engine:
     """One fit: the model's current (initialised) weights in, trained weights out."""
 
-    def __init__(self, model: LVQMLN, datamodule: ArrayDataModule, max_epochs: int) -> None:
-        hp = model.hparams
+    def __init__(
+        self,
+        model: PrototypeNetwork,
+        hparams: Mapping[str, Any],
+        optimizer_cls: type[torch.optim.Optimizer],
+        data: ArrayData,
+        max_epochs: int,
+    ) -> None:
+        hp = hparams
         self.dtype = np.dtype(str(model.prototypes.dtype).removeprefix("torch."))
-        self.activation = hp.activation or DEFAULT_ACTIVATION["mlp"]
-        self.latent_activation = bool(hp.latent_activation)
-        self.transfer, self.beta, self.margin = hp.transfer, float(hp.beta), float(hp.margin)
+        self.activation = hp["activation"] or DEFAULT_ACTIVATION["mlp"]
+        self.latent_activation = bool(hp["latent_activation"])
+        self.transfer, self.beta, self.margin = (
+            hp["transfer"],
+            float(hp["beta"]),
+            float(hp["margin"]),
+        )
         labels = model.prototype_labels.cpu().numpy()
-        self.train_batches = _Batches(datamodule.train_dataloader(), labels, self.dtype)
-        val_loader = datamodule.val_dataloader()
-        self.val_batches = _Batches(val_loader, labels, self.dtype) if val_loader else None
+        self.train_batches = _Batches(data.loader("train", data.shuffle), labels, self.dtype)
+        self.val_batches = (
+            _Batches(data.loader("val"), labels, self.dtype) if data.has("val") else None
+        )
 
         self.flat = _FlatParameters(model, self.dtype)
         self.grad = np.zeros_like(self.flat.values)
         self.prototypes, self.layers = self.flat.unflatten(self.flat.values)
         self.grad_prototypes, self.grad_layers = self.flat.unflatten(self.grad)
 
-        groups = model.parameter_groups()
+        groups = parameter_groups(
+            model.prototypes, model.backbone, hp["lr"], hp["bb_lr"], hp["freeze"]
+        )
         self.trained = [g["name"] for g in groups]
         settings = [{k: v for k, v in g.items() if k not in ("params", "name")} for g in groups]
-        if len(groups) == 2 and settings[0] == settings[1] and model.elementwise_optimizer:
+        elementwise = optimizer_cls in OPTIMIZERS.values()
+        if len(groups) == 2 and settings[0] == settings[1] and elementwise:
             # Equal settings: one group over both slices (contiguous) halves the optimizer's
             # per-step Python; an element-wise optimizer updates every element the same way.
             groups = [{**groups[0], "name": "all"}]
@@ -233,22 +192,22 @@ class _Engine:
             self.params[group["name"]] = param
             group["params"] = [param]
         steps = max_epochs * len(self.train_batches)
-        self.optimizer, self.scheduler = model.build_optimizer(groups, lambda: steps)
+        self.optimizer, self.scheduler = build_optimizer(optimizer_cls, groups, hp, lambda: steps)
 
-        # The module's EMA / lookahead callbacks, in its order, updating shadows of the groups.
-        self.shadows: list[ShadowWeights] = list(model.configure_callbacks())
-        for shadow in self.shadows:
-            shadow.shadow = {n: p.detach().clone() for n, p in self.params.items()}
-        emas = [s for s in self.shadows if isinstance(s, ExponentialMovingAverage)]
-        lookaheads = [s for s in self.shadows if isinstance(s, Lookahead)]
-        self.evaluating = (emas or lookaheads or [None])[0]
+        # The EMA / lookahead rules (as the module's callbacks run them), on shadows of the groups.
+        self.shadows = [
+            (rule, {n: p.detach().clone() for n, p in self.params.items()})
+            for rule in shadow_rules(hp["ema_decay"], hp["lookahead"])
+        ]
+        evaluating = evaluating_rule([rule for rule, _ in self.shadows])
+        self.evaluating = next((sh for rule, sh in self.shadows if rule is evaluating), None)
 
     def evaluation_buffer(self) -> np.ndarray:
         """The weights the model evaluates with and ends on: the evaluating shadow in place."""
         if self.evaluating is None:
             return self.flat.values.copy()
         buffer = self.flat.values.copy()
-        for name, shadow in self.evaluating.shadow.items():
+        for name, shadow in self.evaluating.items():
             buffer[self.flat.slices[name]] = shadow.numpy()
         return buffer
 
@@ -300,7 +259,7 @@ class _Engine:
         Returns:
             ``(epoch loss, global step after the epoch, first step with a non-finite loss)``.
         """
-        epoch_loss = _EpochMean()
+        epoch_loss = EpochMean()
         first_bad: list[int] = []
 
         def closure(batch: _Batch, step: int) -> Tensor:
@@ -316,14 +275,14 @@ class _Engine:
             if self.scheduler is not None:
                 self.scheduler.step()
             step += 1
-            for shadow in self.shadows:
-                shadow.after_optimizer_step(self.params, step)
+            for rule, shadow in self.shadows:
+                rule.after_step(shadow, self.params, step)
         return epoch_loss.compute(), step, (first_bad or [None])[0]
 
     def validate(self) -> float:
         """The validation loss on the evaluation weights."""
         prototypes, layers = self.flat.unflatten(self.evaluation_buffer())
-        val_loss = _EpochMean()
+        val_loss = EpochMean()
         for batch in self.val_batches:
             _, loss, finite, _, _ = self._loss(prototypes, layers, batch, grads=False)
             val_loss.update(loss if finite else np.nan, batch.weight_sum)
@@ -331,28 +290,31 @@ class _Engine:
 
 
 def fit_numpy(
-    model: LVQMLN,
-    datamodule: ArrayDataModule,
+    network: PrototypeNetwork,
+    hparams: Mapping[str, Any],
+    optimizer_cls: type[torch.optim.Optimizer],
+    data: ArrayData,
     max_epochs: int,
     epsilon: float | None = None,
     patience: int | None = None,
     restore_best: bool = False,
-    double: bool = False,
     verbose: bool = False,
 ) -> FitHistory:
-    """Train ``model`` on ``datamodule`` for up to ``max_epochs`` epochs, with the estimator's
-    stopping rules, on the NumPy engine; ``model`` ends on the trained weights.
+    """Train ``network`` on ``data`` for up to ``max_epochs`` epochs, with the estimator's
+    stopping rules (:mod:`lvqmln_torch.rules`), on the NumPy engine; ``network`` ends on the
+    trained weights, in its dtype (float32 or float64).
 
     Args:
-        model: an MLP :class:`~lvqmln_torch.model.LVQMLN` (see
-            :func:`numpy_engine_unsupported`), built or not.
-        datamodule: the training (and optional validation) data.
+        network: an MLP network with initialised prototypes (see
+            :func:`numpy_engine_unsupported`).
+        hparams: the module's validated hyperparameters (:func:`~lvqmln_torch.config.module_config`).
+        optimizer_cls: the optimizer class.
+        data: the training (and optional validation) data.
         max_epochs: the number of epochs unless a stopping rule ends the fit earlier.
         epsilon: with ``patience``, the minimum improvement; alone, stop when the epoch loss
             changes by less than this.
         patience: early stopping after this many epochs without improvement.
         restore_best: end on the weights of the epoch with the best monitored loss.
-        double: train in float64 (Lightning's ``64-true``: initialised in float32, then cast).
         verbose: print the losses about ten times per fit.
 
     Returns:
@@ -362,16 +324,15 @@ def fit_numpy(
         ValueError: for a model this engine cannot train.
         FloatingPointError: when the training loss becomes non-finite.
     """
-    model.prepare(datamodule)
-    reason = numpy_engine_unsupported(model)
-    if reason is not None:
-        raise ValueError(f"the numpy engine cannot train this model: {reason}")
-    if double:
-        model.double()
-    engine = _Engine(model, datamodule, max_epochs)
-    stopping = _Stopping(epsilon, patience)
+    if hparams["backbone"] != "mlp":
+        raise ValueError("the numpy engine trains the MLP backbone only")
+    engine = _Engine(network, hparams, optimizer_cls, data, max_epochs)
+    # The estimator's stopping callbacks, as rules: early stopping on the monitored loss with
+    # patience, else convergence of the training loss with epsilon alone.
+    stop_early = PatienceRule(patience, epsilon or 0.0) if patience is not None else None
+    converge = ConvergenceRule(epsilon) if patience is None and epsilon is not None else None
+    best = BestTracker() if restore_best else None
     history = FitHistory()
-    best_score, best_buffer = None, None
     step = 0
     report_every = max(1, max_epochs // 10)
     # One BLAS thread: NumPy's OpenBLAS threads and torch's OpenMP threads, alternating in
@@ -383,24 +344,22 @@ def fit_numpy(
     ):
         for epoch in range(max_epochs):
             train_loss, step, first_bad = engine.train_epoch(step)
-            should_stop = False
             if engine.val_batches is not None:
                 history.val.append(engine.validate())
-                should_stop = stopping.early_stop(history.val[-1])
             history.train.append(train_loss)
-            should_stop |= stopping.converged(train_loss)
             monitored = history.val[-1] if engine.val_batches is not None else train_loss
-            if restore_best and (best_score is None or monitored < best_score):
-                best_score, best_buffer = monitored, engine.evaluation_buffer()
+            should_stop = converge is not None and converge.update(train_loss)
+            if best is not None:
+                best.update(monitored, epoch, engine.evaluation_buffer)
             if first_bad is not None:
                 raise nonfinite_loss_error(first_bad, epoch)
-            if engine.val_batches is None:
-                should_stop |= stopping.early_stop(train_loss)
+            if stop_early is not None:
+                should_stop |= stop_early.update(monitored)
             if verbose and ((epoch + 1) % report_every == 0 or should_stop):
                 val = f", val_loss {history.val[-1]:.6g}" if history.val else ""
                 print(f"epoch {epoch + 1}/{max_epochs}: train_loss {train_loss:.6g}{val}")
             if should_stop:
                 break
-    final = best_buffer if best_buffer is not None else engine.evaluation_buffer()
-    engine.flat.write_to(model, final)
+    final = best.state if best is not None else engine.evaluation_buffer()
+    engine.flat.write_to(network, final)
     return history

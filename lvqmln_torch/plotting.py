@@ -244,15 +244,15 @@ def nearest_prototype_fn(
     """
     import torch
 
-    from . import functional as F
+    from .head import PrototypeHead
 
     w = torch.as_tensor(_as_numpy(prototypes), dtype=torch.float64)
     c = torch.as_tensor(_as_numpy(prototype_labels), dtype=torch.long)
     lookup = None if classes is None else np.asarray(classes)
 
     def predict(points: np.ndarray) -> np.ndarray:
-        d = F.squared_euclidean_distance(torch.as_tensor(points, dtype=torch.float64), w)
-        indices = F.wtac(d, c).numpy()
+        d = PrototypeHead.distances(torch.as_tensor(points, dtype=torch.float64), w)
+        indices = PrototypeHead.labels(d, c).numpy()
         return indices if lookup is None else lookup[indices]
 
     return predict

@@ -200,7 +200,8 @@ def cases(*rows: Any) -> Any:
         "module-mlp-on-image-datamodule",
         lambda c: fit_module(LVQMLN(), ArrayDataModule(IMAGES, IMAGE_LABELS)),
         ValueError,
-        r"backbone='mlp' needs flat \(n, d\) inputs but the data are images",
+        r"backbone='mlp' needs flat \(n, d\) inputs but the data are images .*; "
+        r"use backbone='cnn'",
     ),
     (
         "module-predict-3d",
@@ -212,7 +213,8 @@ def cases(*rows: Any) -> Any:
         "array-datamodule-3d",
         lambda c: ArrayDataModule(X[:, :, None], Y),
         ValueError,
-        r"X must be 2-D \(n_samples, n_features\) for an MLP or 4-D \(n, C, H, W\)",
+        r"X must be 2-D \(n_samples, n_features\) for an MLP or 4-D \(n, C, H, W\) .*"
+        r"got shape \(150, 4, 1\)",
     ),
     (
         "array-datamodule-1d",
@@ -243,6 +245,12 @@ def cases(*rows: Any) -> Any:
         lambda c: LVQMLNClassifier(max_iter=1, backbone="cnn").fit(X, Y),
         ValueError,
         r"backbone='cnn' needs 4-D images \(n_samples, C, H, W\), got shape \(150, 4\)",
+    ),
+    (
+        "estimator-predict-1d",
+        lambda c: c.fitted_estimator.predict(X[0]),
+        ValueError,
+        r"Expected 2D array, got 1D array instead",
     ),
     (
         "cli-cnn-on-flat",
@@ -420,13 +428,13 @@ def test_nan_or_inf_in_x(ctx, action, error, match):
         "module-constructor",
         lambda c: LVQMLN(in_features=4, n_classes=1),
         ValueError,
-        r"LVQMLN needs at least 2 classes, got n_classes=1",
+        r"LVQMLN needs at least 2 classes, got 1 class",
     ),
     (
         "module-fit",
         lambda c: fit_module(LVQMLN(in_features=4, n_classes=3), Batches(XT[:50], YT[:50])),
         ValueError,
-        r"the training data must contain at least 2 classes, got 1",
+        r"LVQMLN needs at least 2 classes, got 1 class",
     ),
     (
         "module-fit-labels-out-of-range",
@@ -438,19 +446,19 @@ def test_nan_or_inf_in_x(ctx, action, error, match):
         "array-datamodule",
         lambda c: ArrayDataModule(X[:50], Y[:50]),
         ValueError,
-        r"need at least 2 classes, got 1 \(\[0\]\)",
+        r"LVQMLN needs at least 2 classes, got 1 class",
     ),
     (
         "csv-datamodule",
         lambda c: CsvDataModule(c.csv("a,b,label\n1,2,x\n2,3,x\n4,5,x\n")),
         ValueError,
-        r"need at least 2 classes, got 1 \(\['x'\]\)",
+        r"LVQMLN needs at least 2 classes, got 1 class",
     ),
     (
         "estimator",
         lambda c: LVQMLNClassifier(max_iter=1).fit(X[:50], Y[:50]),
         ValueError,
-        r"needs at least 2 classes in y, got 1 class",
+        r"LVQMLN needs at least 2 classes, got 1 class",
     ),
     (
         "cli-csv",
@@ -464,7 +472,7 @@ def test_nan_or_inf_in_x(ctx, action, error, match):
             c.csv("a,b,label\n1,2,x\n2,3,x\n4,5,x\n"),
         ),  # fmt: skip
         ValueError,
-        r"need at least 2 classes, got 1",
+        r"LVQMLN needs at least 2 classes, got 1 class",
     ),
 )
 def test_fewer_than_two_classes(ctx, action, error, match):
@@ -728,6 +736,13 @@ def test_estimator_save_before_fit_writes_nothing(tmp_path):
         r"expected images of shape \(n, 1, 8, 8\)",
     ),
     (
+        "module-images-into-mlp",
+        lambda c: c.fitted_model.predict_proba(IMAGES[:5]),
+        ValueError,
+        r"expected inputs of shape \(n, 4\) \(the MLP was fitted on 4 features\), "
+        r"got \(5, 1, 8, 8\)",
+    ),
+    (
         "array-datamodule-predict",
         lambda c: ArrayDataModule(X, Y, X_predict=X[:, :3]),
         ValueError,
@@ -825,7 +840,8 @@ def _inconsistent_estimator_file(c: Ctx) -> Path:
         "module-other-configuration",
         lambda c: load_checkpoint(c.model_checkpoint, hidden_sizes=[7]),
         CheckpointError,
-        r"another configuration \(hidden_sizes=\[10\] in the checkpoint, \[7\] requested\)",
+        r"(?s)another configuration \(hidden_sizes=\[10\] in the checkpoint, \[7\] requested\)"
+        r".*size mismatch for backbone\.layers\.0\.weight",
     ),
     (
         "module-resume-other-configuration",

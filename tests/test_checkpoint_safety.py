@@ -1,6 +1,7 @@
 """Checkpoint safety: checkpoints hold only tensors and primitives (``weights_only=True``
 loads them, with every training callback active), resuming in float64 is exact, and damaged
-or mismatched checkpoints give clear errors."""
+checkpoints give clear errors. Checkpoints of another configuration (loaded or resumed from)
+are rows of the bad-input catalogue, ``tests/test_bad_inputs.py``."""
 
 from __future__ import annotations
 
@@ -165,21 +166,3 @@ def test_non_lvqmln_checkpoint(tmp_path):
     torch.save([1, 2, 3], path)
     with pytest.raises(CheckpointError, match="holds a list, not a Lightning checkpoint"):
         read_checkpoint(path)
-
-
-def test_checkpoint_of_another_configuration(fitted, tmp_path):
-    _, _, root = fitted
-    with pytest.raises(
-        CheckpointError,
-        match=r"(?s)another configuration \(hidden_sizes=\[6\] in the checkpoint, \[9\] requested\)"
-        r".*size mismatch for backbone.layers.0.weight",
-    ):
-        load_checkpoint(root / "last.ckpt", hidden_sizes=[9])
-
-
-def test_resuming_a_model_of_another_configuration_names_the_mismatch(fitted, tmp_path):
-    _, _, root = fitted
-    model = LVQMLN(hidden_sizes=[9], n_prototypes_per_class={"0": 1, "1": 2, "2": 1})
-    trainer = _trainer(tmp_path, max_epochs=6, enable_checkpointing=False)
-    with pytest.raises(RuntimeError, match="size mismatch for backbone.layers.0.weight"):
-        trainer.fit(model, _datamodule(), ckpt_path=root / "last.ckpt")

@@ -180,11 +180,6 @@ def test_progress_bar_is_on_by_default(tmp_path):
     "args, message",
     [
         (
-            ["--data.name", "imagenet"],
-            "ValueError: Unknown dataset 'imagenet'. Valid datasets: iris, wine, breast_cancer, "
-            "digits",
-        ),
-        (
             ["--data", "CsvDataModule", "--data.path", "{tmp}/missing.csv"],
             "FileNotFoundError: CSV file not found: '{tmp}/missing.csv'",
         ),

@@ -403,9 +403,7 @@ def test_model_prototypes_per_class_list():
 @pytest.mark.parametrize(
     ("value", "match"),
     [
-        (0, "integer >= 1"),
-        ([1, 1], "2 entries but there are 3 classes"),
-        ({"a": 1, "b": 1}, "no entry for class"),
+        ({"a": 1, "b": 1}, r"unknown classes \['a', 'b'\]"),
         (2.5, "integer >= 1"),
     ],
 )

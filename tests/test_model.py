@@ -141,14 +141,6 @@ def test_inference_leaves_train_mode_untouched(string_fit):
     assert not model.training
 
 
-def test_wrong_input_shape_at_predict(string_fit):
-    model, _, _ = string_fit
-    with pytest.raises(ValueError, match=r"expected inputs of shape \(n, 4\).*got \(5, 3\)"):
-        model.predict(torch.zeros(5, 3))
-    with pytest.raises(ValueError, match=r"expected inputs of shape \(n, 4\)"):
-        model.predict_proba(torch.zeros(5, 1, 2, 2))
-
-
 def test_cnn_wrong_image_shape_at_predict():
     X, y = load_builtin("digits", as_images=True)
     dm = ArrayDataModule(X[:60], y[:60])
@@ -256,31 +248,17 @@ def test_plain_dataloader_with_known_sizes_initialises_from_the_batches():
     assert np.mean(model.predict(x) == y) > 0.85
 
 
-def test_mlp_on_images_and_cnn_on_flat_data_explain():
-    X, y = load_builtin("digits", as_images=True)
-    with pytest.raises(ValueError, match="use backbone='cnn'"):
-        _trainer(max_epochs=1).fit(LVQMLN(), ArrayDataModule(X[:50], y[:50]))
-    X, y = load_builtin("digits")
-    with pytest.raises(ValueError, match="needs 4-D image inputs"):
-        _trainer(max_epochs=1).fit(LVQMLN(backbone="cnn"), ArrayDataModule(X[:50], y[:50]))
-
-
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"backbone": "resnet"}, "Unknown backbone 'resnet'. Valid backbones: mlp, cnn"),
-        ({"activation": "gelu", "in_features": 4, "n_classes": 3}, "gelu"),
-        ({"optimizer": "lbfgsx"}, "Unknown optimizer 'lbfgsx'. Valid optimizers: adam"),
-        ({"lr_scheduler": "step"}, "Unknown lr_scheduler 'step'. Valid schedulers"),
         (
             {"lr_scheduler": "cosine_decay", "lr_scheduler_kwargs": {"gamma": 1}},
             "unknown lr_scheduler_kwargs",
         ),
-        ({"transfer": "relu"}, "relu"),
         ({"lr": 0.0}, "lr must be a positive number"),
         ({"bb_lr": -1.0}, "bb_lr must be a positive number"),
         ({"freeze": ["head"]}, "Unknown freeze entries \\['head'\\]. Valid entries"),
-        ({"ema_decay": 1.0}, "ema_decay must lie in \\(0, 1\\)"),
+        ({"ema_decay": 1.0}, "ema_decay must be a number in \\(0, 1\\)"),
         ({"initial_prototypes": [[0.0, 0.0, 0.0]]}, "shape \\(P, latent_dim=2\\)"),
         ({"initial_prototypes": [[0.0, 0.0]]}, "needs initial_prototype_labels"),
         ({"initial_prototype_labels": [0]}, "needs initial_prototypes"),
@@ -292,20 +270,12 @@ def test_mlp_on_images_and_cnn_on_flat_data_explain():
             },
             "at least 2 classes",
         ),
-        ({"in_features": 4, "n_classes": 1}, "at least 2 classes"),
         ({"in_features": 4, "n_classes": 3, "classes": ["a", "b"]}, "classes has 2 entries"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LVQMLN(**kwargs)
-
-
-def test_training_data_with_a_single_class_is_rejected():
-    X, y = _iris()
-    loader = _loader(torch.tensor(X[:50], dtype=torch.float32), torch.tensor(y[:50]))
-    with pytest.raises(ValueError, match="at least 2 classes, got 1"):
-        _trainer(max_epochs=1).fit(LVQMLN(in_features=4, n_classes=3), loader)
 
 
 def test_metrics_are_logged_per_epoch():

@@ -333,7 +333,9 @@ def test_explicit_numpy_engine_refuses_what_it_cannot_train(data, options, reaso
 
 
 def test_unknown_engine_lists_the_valid_ones(data):
-    with pytest.raises(ValueError, match="Unknown engine 'jax'. Valid engines: 'auto', 'numpy'"):
+    with pytest.raises(
+        ValueError, match="Unknown engine 'jax'. Valid engines: auto, numpy, lightning"
+    ):
         LVQMLNClassifier(engine="jax").fit(data["X"], data["y"])
 
 

@@ -5,6 +5,7 @@ from .convergence import LossConvergence
 from .ema import ExponentialMovingAverage
 from .latent_plot import LatentSpacePlot
 from .lookahead import Lookahead
+from .patience import PatienceStopping
 from .restore_best import RestoreBest
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "LatentSpacePlot",
     "Lookahead",
     "LossConvergence",
+    "PatienceStopping",
     "RestoreBest",
     "ShadowWeights",
     "evaluation_state",

@@ -14,6 +14,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from typing_extensions import override
 
+from ..rules import ShadowRule, evaluating_rule
+
 __all__ = ["ShadowWeights", "evaluation_state"]
 
 
@@ -36,6 +38,8 @@ class ShadowWeights(Callback, ABC):
     raw weights travel in the callback state, so resuming continues exactly).
     """
 
+    rule: ShadowRule
+
     def __init__(self) -> None:
         self.shadow: dict[str, Tensor] | None = None
         self._raw_from_checkpoint: dict[str, Tensor] | None = None
@@ -48,8 +52,10 @@ class ShadowWeights(Callback, ABC):
         """Update ``self.shadow`` after optimizer step ``step`` (1-based) from ``params``."""
 
     def evaluates(self, trainer: pl.Trainer) -> bool:
-        """Whether this shadow is the one used for evaluation and the final weights."""
-        return True
+        """Whether this shadow is the one used for evaluation and the final weights (see
+        :func:`~lvqmln_torch.rules.evaluating_rule`)."""
+        shadows = [c.rule for c in trainer.callbacks if isinstance(c, ShadowWeights)]
+        return evaluating_rule(shadows) is self.rule
 
     # -- state
     @override

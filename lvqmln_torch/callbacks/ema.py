@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from typing_extensions import override
 
+from ..rules import EMARule
 from ._shadow import ShadowWeights
 
 __all__ = ["ExponentialMovingAverage"]
@@ -13,8 +13,9 @@ __all__ = ["ExponentialMovingAverage"]
 
 class ExponentialMovingAverage(ShadowWeights):
     """``ema ← decay · ema + (1 − decay) · θ`` after every optimizer step, starting from the
-    initial weights (no bias correction, as upstream). Validation runs on the EMA weights and
-    the fitted model ends on them; frozen parameters are left alone (bit-identical).
+    initial weights (no bias correction, as upstream; :class:`~lvqmln_torch.rules.EMARule`).
+    Validation runs on the EMA weights and the fitted model ends on them; frozen parameters are
+    left alone (bit-identical).
 
     Args:
         decay: in (0, 1); typical values 0.99 – 0.9999.
@@ -26,17 +27,9 @@ class ExponentialMovingAverage(ShadowWeights):
 
     def __init__(self, decay: float = 0.999) -> None:
         super().__init__()
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema decay must lie in (0, 1), got {decay!r}")
-        self.decay = float(decay)
+        self.rule = EMARule(decay)
+        self.decay = self.rule.decay
 
     @override
     def after_optimizer_step(self, params: dict[str, Tensor], step: int) -> None:
-        names = list(self.shadow)
-        shadow = [self.shadow[n] for n in names]
-        current = [params[n].detach() for n in names]
-        # Same arithmetic as optax.incremental_update(new, old, step_size=1 - decay).
-        step_size = 1.0 - self.decay
-        with torch.no_grad():
-            torch._foreach_mul_(shadow, 1.0 - step_size)
-            torch._foreach_add_(shadow, current, alpha=step_size)
+        self.rule.after_step(self.shadow, params, step)

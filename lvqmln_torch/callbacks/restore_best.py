@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from typing_extensions import override
 
+from ..rules import BestTracker
 from ._shadow import evaluation_state
 
 __all__ = ["RestoreBest", "resolve_monitor"]
@@ -34,9 +35,19 @@ class RestoreBest(Callback):
 
     def __init__(self, monitor: str = "auto") -> None:
         self.monitor = monitor
-        self.best_score: float | None = None
-        self.best_epoch: int | None = None
-        self.best_state: dict[str, Tensor] | None = None
+        self.tracker = BestTracker()
+
+    @property
+    def best_score(self) -> float | None:
+        return self.tracker.score
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.tracker.epoch
+
+    @property
+    def best_state(self) -> dict[str, Tensor] | None:
+        return self.tracker.state
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -46,10 +57,11 @@ class RestoreBest(Callback):
                 f"RestoreBest monitors {key!r} but it was not logged; logged metrics: "
                 f"{sorted(trainer.callback_metrics)}"
             )
-        score = float(trainer.callback_metrics[key])
-        if self.best_score is None or score < self.best_score:
-            self.best_score, self.best_epoch = score, trainer.current_epoch
-            self.best_state = evaluation_state(trainer, pl_module)
+        self.tracker.update(
+            float(trainer.callback_metrics[key]),
+            trainer.current_epoch,
+            lambda: evaluation_state(trainer, pl_module),
+        )
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -67,6 +79,6 @@ class RestoreBest(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best_score = state_dict["best_score"]
-        self.best_epoch = state_dict["best_epoch"]
-        self.best_state = state_dict["best_state"]
+        self.tracker.score = state_dict["best_score"]
+        self.tracker.epoch = state_dict["best_epoch"]
+        self.tracker.state = state_dict["best_state"]

@@ -1,0 +1,396 @@
+"""In-memory arrays for LVQMLN without Lightning: validation, label encoding, splits,
+standardisation, weights, and batches that index whole tensors (no per-sample
+``__getitem__`` and collate). :class:`~lvqmln_torch.data.ArrayDataModule` adds Lightning's hooks;
+the estimator's numpy engine uses :class:`ArrayData` directly."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .validation import Boolean, Integer, check_n_classes, check_sample_weight, validate
+
+__all__ = ["DATA_CONSTRAINTS", "ArrayData", "InMemoryBatches", "encode_labels", "validate_inputs"]
+
+# The data modules' shared settings.
+DATA_CONSTRAINTS = {
+    "batch_size": Integer(1, none=True, text="a positive integer or None (full batch)"),
+    "shuffle": Boolean(),
+    "seed": Integer(0),
+    "standardize": Boolean(),
+    "on_device": Boolean(),
+}
+
+
+class InMemoryBatches:
+    """Batches that index whole tensors at once.
+
+    Each epoch draws one permutation from ``(seed, epoch)`` (identical on every rank, and
+    again after a resume), cuts it into global batches of ``batch_size`` and gives this rank
+    the entries ``rank::world_size`` of each global batch, so a DDP run sees the same global
+    batches as a single-process run.
+
+    Args:
+        tensors: equally long tensors (inputs, labels, optional weights).
+        batch_size: global batch size, ``None`` for the full data set per step.
+        shuffle: reshuffle every epoch.
+        seed: base seed of the shuffling.
+        epoch_fn: returns the current epoch (the trainer's), so shuffles survive a resume.
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    def __init__(
+        self,
+        tensors: Sequence[Tensor],
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch_fn: Callable[[], int] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.tensors = tuple(tensors)
+        self.n = len(self.tensors[0])
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch_fn = epoch_fn
+        self.rank = rank
+        self.world_size = world_size
+        self._epochs_seen = 0
+
+    def __len__(self) -> int:
+        if self.batch_size is None:
+            return 1
+        return math.ceil(self.n / self.batch_size)
+
+    def _shard(self, index: Tensor) -> Tensor:
+        if self.world_size == 1:
+            return index
+        if len(index) < self.world_size:  # too few samples for every rank: wrap around
+            index = index.repeat(math.ceil(self.world_size / len(index)))
+        return index[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self._epochs_seen
+        self._epochs_seen += 1
+        device = self.tensors[0].device
+        if self.batch_size is None and self.world_size == 1:
+            yield self.tensors  # the full batch, without a copy
+            return
+        if self.shuffle and self.batch_size is not None:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.n, generator=generator).to(device)
+        else:
+            order = torch.arange(self.n, device=device)
+        size = self.batch_size or self.n
+        for start in range(0, self.n, size):
+            index = self._shard(order[start : start + size])
+            # index_select: the same rows as t[index], gathered about 1.5x faster on CPU.
+            yield tuple(t.index_select(0, index) for t in self.tensors)
+
+
+def encode_labels(y: Any, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Map labels of any sortable type to class indices.
+
+    Returns:
+        ``(indices, classes)`` with ``classes`` sorted and ``classes[indices] == y``.
+
+    Raises:
+        ValueError: for labels outside the given ``classes``.
+    """
+    y = np.asarray(y)
+    if classes is None:
+        classes = np.unique(y)
+    indices = np.searchsorted(classes, y)
+    indices = np.clip(indices, 0, len(classes) - 1)
+    unknown = classes[indices] != y
+    if np.any(unknown):
+        raise ValueError(
+            f"labels {np.unique(y[unknown]).tolist()[:10]} are not among the training classes "
+            f"{classes.tolist()}"
+        )
+    return indices.astype(np.int64), classes
+
+
+def validate_inputs(X: Any, y: Any = None, name: str = "X") -> tuple[np.ndarray, np.ndarray | None]:
+    """Check an input array (2-D features or 4-D images) and its labels.
+
+    Raises:
+        ValueError: for an empty array, a wrong rank, NaN or Inf, or lengths that differ.
+    """
+    if isinstance(X, Tensor):
+        X = X.detach().cpu().numpy()
+    try:
+        X = np.asarray(X, dtype=np.float64 if np.asarray(X).dtype == np.float64 else np.float32)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numeric: {err}") from err
+    if X.ndim not in (2, 4):
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, n_features) for an MLP or 4-D (n, C, H, W) images for a "
+            f"CNN, got shape {X.shape}"
+        )
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 samples)")
+    if X.size == 0:
+        raise ValueError(f"{name} has no features (shape {X.shape})")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{name} contains NaN or Inf values; clean or impute them first")
+    if y is None:
+        return X, None
+    y = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"labels for {name} must be 1-D, got shape {y.shape}")
+    if len(y) != len(X):
+        raise ValueError(f"{name} has {len(X)} samples but its labels have {len(y)}")
+    return X, y
+
+
+def _class_weights(y_idx: np.ndarray, classes: np.ndarray, class_weight: Any) -> np.ndarray:
+    """Per-class weights: ``'balanced'`` gives ``n / (k · n_c)``; a dict maps labels to weights
+    (missing classes weigh 1)."""
+    k = len(classes)
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(
+                f"class_weight must be 'balanced', a dict or None, got {class_weight!r}"
+            )
+        counts = np.bincount(y_idx, minlength=k)
+        return len(y_idx) / (k * np.maximum(counts, 1))
+    if isinstance(class_weight, Mapping):
+        unknown = [c for c in class_weight if c not in set(classes.tolist())]
+        if unknown:
+            raise ValueError(
+                f"class_weight has classes {unknown} that are not in the data {classes.tolist()}"
+            )
+        weights = np.array([float(class_weight.get(c, 1.0)) for c in classes.tolist()])
+        if np.any(weights < 0) or not np.all(np.isfinite(weights)):
+            raise ValueError("class_weight values must be finite and non-negative")
+        return weights
+    raise ValueError(f"class_weight must be 'balanced', a dict or None, got {class_weight!r}")
+
+
+class ArrayData:
+    """Arrays in, in-memory batches out (no Lightning; see :class:`~lvqmln_torch.ArrayDataModule`).
+
+    Args:
+        X: ``(n, d)`` features or ``(n, C, H, W)`` images.
+        y: ``(n,)`` labels of any sortable type (mapped to class indices; see ``classes_``).
+        sample_weight: optional ``(n,)`` non-negative loss weights.
+        class_weight: ``'balanced'`` or a dict label → weight; multiplies ``sample_weight``.
+        val_size: fraction in (0, 1) or a sample count to split off for validation
+            (stratified).
+        test_size: the same for the test split.
+        X_val: explicit validation inputs instead of a split.
+        y_val: their labels.
+        X_test: explicit test inputs instead of a split.
+        y_test: their labels.
+        X_predict: inputs for ``predict`` (default: the test split, else ``X``).
+        batch_size: mini-batch size; ``None`` means full batch.
+        shuffle: reshuffle the training batches every epoch (seeded).
+        seed: seed of the splits and the shuffling.
+        standardize: z-score features (per feature; per channel for images) with statistics
+            of the training split only.
+        dtype: floating dtype of the inputs (``torch.float64`` for float64 training).
+        on_device: keep the tensors on the training device, so a step only indexes them.
+    """
+
+    def __init__(
+        self,
+        X: Any,
+        y: Any,
+        sample_weight: Any = None,
+        class_weight: str | Mapping[Any, float] | None = None,
+        val_size: float | int | None = None,
+        test_size: float | int | None = None,
+        X_val: Any = None,
+        y_val: Any = None,
+        X_test: Any = None,
+        y_test: Any = None,
+        X_predict: Any = None,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        standardize: bool = False,
+        dtype: torch.dtype = torch.float32,
+        on_device: bool = True,
+    ) -> None:
+        super().__init__()  # LightningDataModule's, in ArrayDataModule
+        settings = validate(
+            {
+                "batch_size": batch_size,
+                "shuffle": shuffle,
+                "seed": seed,
+                "standardize": standardize,
+                "on_device": on_device,
+            },
+            DATA_CONSTRAINTS,
+        )
+        batch_size, seed = settings["batch_size"], settings["seed"]
+        X, y = validate_inputs(X, y)
+        y_idx, classes = encode_labels(y)
+        check_n_classes(len(classes), f"y ({classes.tolist()})")
+        weights = None
+        if sample_weight is not None:
+            weights = check_sample_weight(sample_weight, len(X))
+        if class_weight is not None:
+            per_class = _class_weights(y_idx, classes, class_weight)[y_idx]
+            weights = per_class if weights is None else weights * per_class
+
+        self.classes_ = classes
+        self.n_classes = len(classes)
+        self.batch_size = batch_size
+        self.shuffle = settings["shuffle"]
+        self.seed = seed
+        self.dtype = dtype
+        self.on_device = settings["on_device"]
+        self.standardize = settings["standardize"]
+
+        index = np.arange(len(X))
+        splits: dict[str, np.ndarray | None] = {"val": None, "test": None}
+        for name, size, explicit in (("test", test_size, X_test), ("val", val_size, X_val)):
+            if size is None:
+                continue
+            if explicit is not None:
+                raise ValueError(f"give either {name}_size or X_{name}, not both")
+            index, splits[name] = self._split(index, y_idx, size, name)
+        train = index
+        self._arrays: dict[str, tuple[np.ndarray, ...] | None] = {
+            "train": (X[train], y_idx[train], None if weights is None else weights[train]),
+        }
+        for name, explicit_x, explicit_y in (("val", X_val, y_val), ("test", X_test, y_test)):
+            if splits[name] is not None:
+                part = splits[name]
+                self._arrays[name] = (
+                    X[part],
+                    y_idx[part],
+                    None if weights is None else weights[part],
+                )
+            elif explicit_x is not None:
+                if explicit_y is None:
+                    raise ValueError(f"X_{name} needs y_{name}")
+                ex, ey = validate_inputs(explicit_x, explicit_y, name=f"X_{name}")
+                self._check_shape(ex, X, f"X_{name}")
+                self._arrays[name] = (ex, encode_labels(ey, classes)[0], None)
+            else:
+                self._arrays[name] = None
+        if X_predict is not None:
+            px, _ = validate_inputs(X_predict, name="X_predict")
+            self._check_shape(px, X, "X_predict")
+            self._predict_x = px
+        elif self._arrays["test"]:
+            self._predict_x = self._arrays["test"][0]
+        else:  # all of X: the training array itself when no split took rows from it
+            self._predict_x = self._arrays["train"][0] if len(train) == len(X) else X
+
+        self.input_shape = tuple(X.shape[1:]) if X.ndim == 4 else None
+        self.n_features = X.shape[1] if X.ndim == 2 else None
+        # Standardisation statistics from the training split only.
+        axes = (0,) if X.ndim == 2 else (0, 2, 3)
+        train_x = self._arrays["train"][0]
+        self.mean_ = train_x.mean(axis=axes, keepdims=True)[0] if standardize else None
+        std = train_x.std(axis=axes, keepdims=True)[0] if standardize else None
+        self.scale_ = np.where(std > 0, std, 1.0) if standardize else None
+        self._tensors: dict[str, tuple[Tensor, ...] | None] = {}
+        self._to_tensors(torch.device("cpu"))
+
+    @staticmethod
+    def _check_shape(x: np.ndarray, reference: np.ndarray, name: str) -> None:
+        if x.shape[1:] != reference.shape[1:]:
+            raise ValueError(
+                f"{name} has per-sample shape {x.shape[1:]} but the training data have {reference.shape[1:]}"
+            )
+
+    def _split(self, index: np.ndarray, y_idx: np.ndarray, size: float | int, name: str):
+        if isinstance(size, float) and not 0.0 < size < 1.0:
+            raise ValueError(
+                f"{name}_size must be a fraction in (0, 1) or a sample count, got {size!r}"
+            )
+        if isinstance(size, int) and not 0 < size < len(index):
+            raise ValueError(
+                f"{name}_size must be between 1 and {len(index) - 1} samples, got {size}"
+            )
+        from sklearn.model_selection import train_test_split  # not needed without splits
+
+        labels = y_idx[index]
+        stratify = labels if np.unique(labels, return_counts=True)[1].min() >= 2 else None
+        try:
+            kept, held = train_test_split(
+                index, test_size=size, random_state=self.seed, stratify=stratify
+            )
+        except ValueError:  # too few samples per class for a stratified split of this size
+            kept, held = train_test_split(index, test_size=size, random_state=self.seed)
+        return np.sort(kept), np.sort(held)
+
+    def transform_inputs(self, x: Any) -> np.ndarray:
+        """Apply the training split's standardisation (if any) to new inputs."""
+        x = np.asarray(x, dtype=np.float64)
+        return (x - self.mean_) / self.scale_ if self.standardize else x
+
+    def _input_tensor(self, x: np.ndarray, device: torch.device) -> Tensor:
+        """Validated inputs (float32 or float64) as a new tensor, standardised if asked; without
+        standardisation straight from ``x`` (no float64 intermediate: same values, less memory)."""
+        if self.standardize:
+            return torch.as_tensor(self.transform_inputs(x), dtype=self.dtype, device=device)
+        return torch.tensor(x, dtype=self.dtype, device=device)
+
+    def _to_tensors(self, device: torch.device) -> None:
+        def convert(arrays: tuple[np.ndarray, ...] | None) -> tuple[Tensor, ...] | None:
+            if arrays is None:
+                return None
+            x, y, w = arrays
+            out = [
+                self._input_tensor(x, device),
+                torch.as_tensor(y, dtype=torch.long, device=device),
+            ]
+            if w is not None:
+                out.append(torch.as_tensor(w, dtype=self.dtype, device=device))
+            return tuple(out)
+
+        self._tensors = {name: convert(arrays) for name, arrays in self._arrays.items()}
+        # Predicting on a split's own array reuses its tensor instead of a second copy.
+        same = [n for n, a in self._arrays.items() if a is not None and a[0] is self._predict_x]
+        self._tensors["predict"] = (
+            (self._tensors[same[0]][0],) if same else (self._input_tensor(self._predict_x, device),)
+        )
+
+    def train_tensors(self) -> tuple[Tensor, ...]:
+        """``(X, y[, w])`` of the training split: inputs after standardisation, class indices."""
+        return self._tensors["train"]
+
+    def loader(
+        self,
+        name: str,
+        shuffle: bool = False,
+        epoch_fn: Callable[[], int] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> InMemoryBatches:
+        """Batches of the ``train``, ``val``, ``test`` or ``predict`` data (see
+        :class:`InMemoryBatches` for the arguments).
+
+        Raises:
+            ValueError: when there are no such data.
+        """
+        tensors = self._tensors.get(name)
+        if tensors is None:
+            raise ValueError(f"this {type(self).__name__} has no {name} data")
+        return InMemoryBatches(
+            tensors,
+            self.batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            epoch_fn=epoch_fn,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def has(self, name: str) -> bool:
+        """Whether there are ``train``, ``val``, ``test`` or ``predict`` data."""
+        return self._tensors.get(name) is not None

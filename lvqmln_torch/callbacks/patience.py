@@ -1,0 +1,50 @@
+"""Early stopping on the monitored epoch loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
+
+from ..rules import PatienceRule
+from .restore_best import resolve_monitor
+
+__all__ = ["PatienceStopping"]
+
+
+class PatienceStopping(Callback):
+    """Stop after ``patience`` epochs without the monitored value improving by more than
+    ``min_delta`` (or at once when it is not finite): :class:`~lvqmln_torch.rules.PatienceRule`,
+    the decision Lightning's ``EarlyStopping(mode="min")`` takes, checked once per epoch after
+    validation (so it monitors ``val_loss`` or ``train_loss`` alike).
+
+    Args:
+        patience: epochs without improvement to wait (≥ 1).
+        min_delta: the smallest improvement that counts (≥ 0).
+        monitor: a logged metric or ``"auto"`` (``val_loss`` when validation runs, else
+            ``train_loss``).
+    """
+
+    def __init__(self, patience: int, min_delta: float = 0.0, monitor: str = "auto") -> None:
+        self.rule = PatienceRule(patience, min_delta)
+        self.monitor = monitor
+        self.stopped_epoch: int | None = None
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        key = resolve_monitor(self.monitor, trainer)
+        stop = self.rule.update(float(trainer.callback_metrics[key]))
+        if trainer.strategy.reduce_boolean_decision(stop, all=False):
+            trainer.should_stop = True
+            self.stopped_epoch = trainer.current_epoch
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.rule.state_dict(), "stopped_epoch": self.stopped_epoch}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rule.load_state_dict(state_dict)
+        self.stopped_epoch = state_dict["stopped_epoch"]
