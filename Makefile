@@ -2,10 +2,11 @@
 PY      := .venv/bin/python
 PIP     := $(PY) -m pip
 STAMP   := .venv/.installed
+DOCS_STAMP := .venv/.docs-installed
 # On machines without an NVIDIA GPU, pin the local CPU wheel first; a looser pin pulls a multi-GB CUDA build.
 TORCH_PIN ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "torch==2.13.0")
 
-.PHONY: install lint format test test-all demo bench clean
+.PHONY: install lint format test test-all demo bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -36,5 +37,13 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict turns every warning into an error.
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(PIP) install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf .venv lightning_logs demo_output .pytest_cache .ruff_cache
+	rm -rf .venv lightning_logs demo_output .pytest_cache .ruff_cache site
