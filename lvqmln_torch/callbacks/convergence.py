@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from ..rules import ConvergenceRule
-from .restore_best import resolve_monitor
+from ._stopping import RuleStopping
 
 __all__ = ["LossConvergence"]
 
 
-class LossConvergence(Callback):
+class LossConvergence(RuleStopping):
     """Stop training when the monitored epoch loss changes by less than ``epsilon`` between
     two consecutive epochs (upstream's ``epsilon``; :class:`~lvqmln_torch.rules.ConvergenceRule`).
 
@@ -25,22 +23,12 @@ class LossConvergence(Callback):
     """
 
     def __init__(self, epsilon: float = 1e-6, monitor: str = "train_loss") -> None:
-        self.rule = ConvergenceRule(epsilon)
+        super().__init__(ConvergenceRule(epsilon), monitor)
         self.epsilon = self.rule.epsilon
-        self.monitor = monitor
-        self.stopped_epoch: int | None = None
 
     @property
     def previous(self) -> float | None:
         return self.rule.previous
-
-    @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        key = resolve_monitor(self.monitor, trainer)
-        converged = self.rule.update(float(trainer.callback_metrics[key]))
-        if trainer.strategy.reduce_boolean_decision(converged, all=False):
-            trainer.should_stop = True
-            self.stopped_epoch = trainer.current_epoch
 
     @override
     def state_dict(self) -> dict[str, Any]:

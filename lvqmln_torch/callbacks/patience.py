@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from ..rules import PatienceRule
-from .restore_best import resolve_monitor
+from ._stopping import RuleStopping
 
 __all__ = ["PatienceStopping"]
 
 
-class PatienceStopping(Callback):
+class PatienceStopping(RuleStopping):
     """Stop after ``patience`` epochs without the monitored value improving by more than
     ``min_delta`` (or at once when it is not finite): :class:`~lvqmln_torch.rules.PatienceRule`,
     the decision Lightning's ``EarlyStopping(mode="min")`` takes, checked once per epoch after
@@ -28,17 +26,7 @@ class PatienceStopping(Callback):
     """
 
     def __init__(self, patience: int, min_delta: float = 0.0, monitor: str = "auto") -> None:
-        self.rule = PatienceRule(patience, min_delta)
-        self.monitor = monitor
-        self.stopped_epoch: int | None = None
-
-    @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        key = resolve_monitor(self.monitor, trainer)
-        stop = self.rule.update(float(trainer.callback_metrics[key]))
-        if trainer.strategy.reduce_boolean_decision(stop, all=False):
-            trainer.should_stop = True
-            self.stopped_epoch = trainer.current_epoch
+        super().__init__(PatienceRule(patience, min_delta), monitor)
 
     @override
     def state_dict(self) -> dict[str, Any]:
