@@ -325,14 +325,14 @@ def render(
     for name in ("iris", "digits"):
         ours = _get(results, "cold", name, "ours", "median_s")
         theirs = _get(results, "cold", name, "prosemble", "median_s")
-        ok = None if ours is None or theirs is None else ours <= 0.8 * theirs
+        ok = None if ours is None or theirs is None else ours <= 0.5 * theirs
         rows.append(
             (
                 f"1. cold fit, {name} (s, new process → fitted + accuracy)",
                 _fmt(ours, " s"),
                 _fmt(theirs, " s"),
                 _ratio(ours, theirs),
-                "≤ 0.8x",
+                "≤ 0.5x",
                 _verdict(ok),
             )
         )
