@@ -302,12 +302,7 @@ class LVQMLN(PrototypeNetwork, LightningModule):
             prototypes, labels = self.trainer.strategy.broadcast((prototypes, labels), src=0)
         self.set_prototypes(prototypes, labels)
 
-    # ------------------------------------------------------------------ math
-    @override
-    def forward(self, x: Tensor) -> Tensor:
-        """Latent codes: ``(n, …) → (n, latent_dim)``."""
-        return self.backbone(x)
-
+    # ------------------------------------------------------------------ steps
     def _step(self, batch: Any, loss_metric: MeanMetric, acc_metric: MeanMetric) -> Tensor:
         x, y, w = _unpack(batch)
         if (

@@ -208,10 +208,9 @@ class PrototypeNetwork(nn.Module):
 
     def as_input(self, x: Any) -> Tensor:
         """Inputs as a tensor on the network's device, in its floating dtype."""
-        reference = self.prototypes if self.prototypes is not None else None
-        dtype = reference.dtype if reference is not None else torch.float32
-        device = reference.device if reference is not None else None
-        return torch.as_tensor(x).to(device=device, dtype=dtype)
+        if self.prototypes is None:
+            return torch.as_tensor(x).to(dtype=torch.float32)
+        return torch.as_tensor(x).to(device=self.prototypes.device, dtype=self.prototypes.dtype)
 
     def latent_in_chunks(self, x: Tensor) -> Tensor:
         """Latent codes of ``x`` computed ``CHUNK`` samples at a time, each chunk moved to the

@@ -12,7 +12,7 @@ them. The domain rules that several entry points share (``freeze``, ``lookahead`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -359,10 +359,3 @@ def needs_minibatches_error(detail: str) -> ValueError:
         "gradient accumulation needs mini-batches, but the data come as one full batch per "
         f"epoch{detail}: set a (smaller) batch_size or drop the accumulation"
     )
-
-
-def sequence_of(value: Any) -> Sequence[Any]:
-    """``value`` as a list when it is a sequence (not a string), else ``[value]``."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return list(value)
-    return [value]
