@@ -364,6 +364,27 @@ class ArrayData:
         """``(X, y[, w])`` of the training split: inputs after standardisation, class indices."""
         return self._tensors["train"]
 
+    def init_sample(self, max_samples: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """At most ``max_samples`` training samples ``(X, y)`` for the prototype initialisation:
+        the whole training split, in order, when it is no larger; otherwise a uniform subset
+        drawn with ``seed`` (sorted indices, so only those rows are read).
+
+        Args:
+            max_samples: the bound (the model's ``init_sample_size``).
+            seed: seed of the subset (the model's ``seed``: identical on every rank).
+
+        Returns:
+            ``(n, ...)`` inputs after standardisation and ``(n,)`` class indices,
+            ``n = min(max_samples, n_train)``.
+        """
+        x, y = self.train_tensors()[:2]
+        if len(y) <= max_samples:
+            return x, y
+        generator = torch.Generator().manual_seed(seed)
+        index = torch.randperm(len(y), generator=generator)[:max_samples].sort().values
+        index = index.to(x.device)
+        return x.index_select(0, index), y.index_select(0, index)
+
     def loader(
         self,
         name: str,
