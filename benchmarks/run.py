@@ -11,6 +11,8 @@ so the project environment never sees it). Figures (issue 7):
     defaults with 300 full-batch epochs), timed from spawning the process to its result line;
 1b. warm fit: five new estimators fitted one after another in one process, median of fits 2-5;
 2.  steady-state time per epoch on iris, full batch, plain Trainer with progress bar and logger;
+2b. the training step's own cost: LVQMLN against a bare module (the same backbone, loss,
+    optimizer and batches; nothing else in the step) at batch 64, no bar, no logger;
 3.  training throughput on 200k x 784 (hidden [512, 256], latent 64, 10 classes x 2 prototypes,
     batch 1024, Adam, 2 epochs) against the bound from the measured float32 matmul peak;
 4.  prediction throughput of the iris model on CPU (1M rows).
@@ -396,6 +398,20 @@ def render(
             "–",
         )
     )
+    step = _get(results, "step", "ratio")
+    rows.append(
+        (
+            "2b. training step at batch 64: LVQMLN / a bare module (same backbone and loss)",
+            "–"
+            if step is None
+            else f"{results['step']['lvqmln_step_ms']:.2f} / "
+            f"{results['step']['bare_module_step_ms']:.2f} ms = {step:.2f}x",
+            "–",
+            "–",
+            "≤ 1.10x",
+            _verdict(None if step is None else step <= 1.10),
+        )
+    )
     ours = _get(results, "throughput", "ours", "samples_per_s")
     theirs = _get(results, "throughput", "prosemble", "samples_per_s")
     bound = _get(results, "throughput", "bound_samples_per_s")
@@ -625,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=("cold", "warm", "epoch", "throughput", "predict"),
+        choices=("cold", "warm", "epoch", "step", "throughput", "predict"),
         help="run only these figures",
     )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
@@ -635,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_rounds = 1 if args.quick else 2
     epochs = 300 if args.quick else 1000
     n_samples = 50_000 if args.quick else LARGE["n_samples"]
-    figures = set(args.only or ("cold", "warm", "epoch", "throughput", "predict"))
+    figures = set(args.only or ("cold", "warm", "epoch", "step", "throughput", "predict"))
     command = " ".join(
         ["python benchmarks/run.py"]
         + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])]
@@ -667,6 +683,9 @@ def main(argv: list[str] | None = None) -> int:
         if "epoch" in figures:
             print("2. per-epoch time")
             results["epoch"] = attempt("epoch time", epoch_times, pythons, data["iris"], epochs)
+        if "step" in figures:
+            print("2b. step cost")
+            results["step"] = attempt("step cost", _result, OURS_PYTHON, "ours", "step_cost")
         if "throughput" in figures:
             print("3. throughput")
             results["throughput"] = attempt("throughput", throughputs, pythons, n_samples)

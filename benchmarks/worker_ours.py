@@ -155,6 +155,55 @@ def epoch_time(data: str, epochs: int = 1000, skip: int = 20) -> dict[str, Any]:
     return out
 
 
+def step_cost(
+    n_samples: int = 6400, batch_size: int = 64, rounds: int = 10, epochs: int = 3
+) -> dict[str, Any]:
+    """The training step's own cost: LVQMLN against the bare module (the same backbone, loss,
+    optimizer and batches, nothing else in the step), no progress bar, no logger. ``rounds``
+    alternating fits of ``epochs`` epochs each; per variant the fastest epoch after the first
+    of each fit, divided by the steps per epoch."""
+    import tempfile
+
+    import lightning.pytorch as pl
+    import torch
+
+    from lvqmln_torch import LVQMLN, ArrayDataModule
+
+    torch.set_num_threads(1)  # one core per process: the ratio, not the machine, is measured
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n_samples, 64)).astype(np.float32)
+    y = rng.integers(0, 10, size=n_samples)
+    steps = -(-n_samples // batch_size)
+    best: dict[str, float] = {"lvqmln": float("inf"), "bare_module": float("inf")}
+    with tempfile.TemporaryDirectory() as root:
+        for _ in range(rounds):
+            for name, module in (("lvqmln", LVQMLN), ("bare_module", _bare_module())):
+                timer = _epoch_timer()
+                trainer = pl.Trainer(
+                    max_epochs=epochs,
+                    accelerator="cpu",
+                    devices=1,
+                    enable_progress_bar=False,
+                    logger=False,
+                    enable_checkpointing=False,
+                    enable_model_summary=False,
+                    callbacks=[timer],
+                    default_root_dir=root,
+                )
+                dm = ArrayDataModule(X, y, batch_size=batch_size, seed=0)
+                trainer.fit(module(hidden_sizes=[64], latent_dim=10), dm)
+                epoch_s = np.asarray(timer.ends) - np.asarray(timer.starts)
+                best[name] = min(best[name], float(epoch_s[1:].min()))
+    per_step = {name: seconds / steps * 1e3 for name, seconds in best.items()}
+    return {
+        "batch_size": batch_size,
+        "steps_per_epoch": steps,
+        "lvqmln_step_ms": per_step["lvqmln"],
+        "bare_module_step_ms": per_step["bare_module"],
+        "ratio": per_step["lvqmln"] / per_step["bare_module"],
+    }
+
+
 def throughput(
     n_samples: int = LARGE["n_samples"], epochs: int = LARGE["epochs"], raw_steps: int = 40
 ) -> dict[str, Any]:
@@ -282,6 +331,7 @@ TASKS = {
     "cold_fit": cold_fit,
     "warm_fit": warm_fit,
     "epoch_time": epoch_time,
+    "step_cost": step_cost,
     "throughput": throughput,
     "matmul_peak": matmul_peak,
     "predict": predict,

@@ -13,12 +13,11 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
 from sklearn.exceptions import NotFittedError
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 from typing_extensions import override
 
 from . import functional as F
 from .config import module_config
-from .metrics import WeightedMean
+from .metrics import EpochStats
 from .network import PrototypeNetwork, build_parts
 from .optimizers import OPTIMIZERS, build_optimizer, parameter_groups
 from .rules import nonfinite_loss_error
@@ -120,13 +119,19 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         self._initializer = config.initializer
         self._transfer = config.transfer
         self._optimizer_cls = config.optimizer_cls
-        self.train_loss, self.val_loss, self.test_loss = (WeightedMean() for _ in range(3))
-        self.train_acc, self.val_acc, self.test_acc = (
-            MeanMetric(nan_strategy="disable") for _ in range(3)
+        self.train_stats, self.val_stats, self.test_stats = (EpochStats() for _ in range(3))
+        # The logged values, as attributes: Lightning finds a logged metric by its attribute.
+        self.train_loss, self.val_loss, self.test_loss = (
+            s.loss for s in (self.train_stats, self.val_stats, self.test_stats)
         )
-        # Optimizer step of the first non-finite training loss (-1: none); read once per epoch
-        # so the steps themselves never wait for the device.
-        self.register_buffer("_nonfinite_step", torch.tensor(-1), persistent=False)
+        self.train_acc, self.val_acc, self.test_acc = (
+            s.accuracy for s in (self.train_stats, self.val_stats, self.test_stats)
+        )
+        # The optimizer step the epoch started at: with the count of steps before the loss
+        # total turned non-finite (kept on the device), it locates a non-finite loss without a
+        # host sync per step.
+        self._epoch_start_step = 0
+        self.register_buffer("_finite_batches", torch.zeros((), dtype=torch.long), persistent=False)
         if self._sizes_known():
             self._build()
 
@@ -303,7 +308,7 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         self.set_prototypes(prototypes, labels)
 
     # ------------------------------------------------------------------ steps
-    def _step(self, batch: Any, loss_metric: MeanMetric, acc_metric: MeanMetric) -> Tensor:
+    def _step(self, batch: Any, stats: EpochStats) -> Tensor:
         x, y, w = _unpack(batch)
         if (
             x.is_floating_point()
@@ -322,53 +327,57 @@ class LVQMLN(PrototypeNetwork, LightningModule):
             w,
         )
         # The masked min caps infinite distances at the dtype's max (as upstream), which would
-        # hide a numeric blow-up behind a finite loss of 0: report it as a non-finite loss.
-        loss = torch.where(torch.isfinite(distances).all(), loss, loss.new_tensor(float("nan")))
-        correct = (self.prototype_labels[distances.argmin(dim=1)] == y).to(distances.dtype)
-        weight = w.sum() if w is not None else y.numel()
-        loss_metric.update(loss.detach(), weight)
-        acc_metric.update(correct)
+        # hide a numeric blow-up behind a finite loss: a NaN or Inf distance makes it NaN.
+        loss = loss.add(distances.detach().amax(), alpha=0)
+        winners = self.prototype_labels.index_select(0, distances.argmin(dim=1))  # no grad
+        weight = w.detach().sum() if w is not None else len(y)
+        stats.update(loss.detach(), weight, (winners == y).sum(), len(y))
         return loss
 
     @override
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start_step = self.global_step
+        self._finite_batches.zero_()
+
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        loss = self._step(batch, self.train_loss, self.train_acc)
-        first_bad = (~torch.isfinite(loss.detach())) & (self._nonfinite_step < 0)
-        self._nonfinite_step = torch.where(
-            first_bad, torch.full_like(self._nonfinite_step, self.global_step), self._nonfinite_step
-        )
-        self._log_epoch_metrics("train", batch_idx, prog_bar=True)
+        loss = self._step(batch, self.train_stats)
+        # Counts the batches before the epoch's loss total first turned non-finite (it stays so).
+        self._finite_batches.add_(torch.isfinite(self.train_stats.loss_total))
+        self._log_epoch_metrics("train", prog_bar=True)
         return loss
 
     @override
     def on_train_epoch_end(self) -> None:
-        step = int(self._nonfinite_step)
-        if step >= 0:
-            raise nonfinite_loss_error(step, self.current_epoch)
+        epoch_loss, _ = self.train_stats.compute()  # synced: every rank raises, or none
+        if not torch.isfinite(epoch_loss):
+            batches = int(self._finite_batches) // self.trainer.accumulate_grad_batches
+            raise nonfinite_loss_error(self._epoch_start_step + batches, self.current_epoch)
 
     @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, self.val_loss, self.val_acc)
-        self._log_epoch_metrics("val", batch_idx, prog_bar=True)
+        self._step(batch, self.val_stats)
+        self._log_epoch_metrics("val", prog_bar=True)
 
     @override
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, self.test_loss, self.test_acc)
-        self._log_epoch_metrics("test", batch_idx, prog_bar=False)
+        self._step(batch, self.test_stats)
+        self._log_epoch_metrics("test", prog_bar=False)
 
-    def _log_epoch_metrics(self, stage: str, batch_idx: int, prog_bar: bool) -> None:
-        """Hand the stage's loss and accuracy metrics to ``self.log`` (per epoch).
+    def _log_epoch_metrics(self, stage: str, prog_bar: bool) -> None:
+        """Hand the stage's loss and accuracy to ``self.log`` (per epoch).
 
-        The metrics accumulate in every step and Lightning computes and resets them at the
+        The sums accumulate in every step and Lightning computes and resets them at the
         epoch's end, so registering them once per epoch logs the same values as once per step,
         while each ``self.log`` call costs Lightning about a millisecond of Python. Logged on
-        an epoch's first batch, and on the first update after a reset (a run resumed
-        mid-epoch).
+        the first update after a reset: an epoch's first batch, or a run resumed mid-epoch.
         """
-        loss, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        if batch_idx == 0 or loss.update_count == 1:
-            self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=prog_bar)
-            self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=prog_bar)
+        stats = getattr(self, f"{stage}_stats")
+        if stats.update_count == 1:
+            self.log(f"{stage}_loss", stats.loss, on_step=False, on_epoch=True, prog_bar=prog_bar)
+            self.log(
+                f"{stage}_acc", stats.accuracy, on_step=False, on_epoch=True, prog_bar=prog_bar
+            )
 
     @override
     def predict_step(

@@ -34,8 +34,8 @@ EMA_DECAY = Real(0.0, 1.0, low_open=True, high_open=True, none=True)
 
 class EpochMean:
     """The epoch loss: float32 sums of ``loss_b · weight_b`` and ``weight_b`` over the batches,
-    the arithmetic of the module's ``WeightedMean`` metric (so stopping rules compare the same
-    numbers on both paths)."""
+    the arithmetic of the module's :class:`~lvqmln_torch.metrics.EpochStats` (so stopping
+    rules compare the same numbers on both paths)."""
 
     def __init__(self) -> None:
         self.total = np.float32(0.0)
