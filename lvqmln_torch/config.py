@@ -39,7 +39,10 @@ from .validation import (
     validate,
 )
 
-__all__ = ["MODULE_CONSTRAINTS", "ModuleConfig", "module_config"]
+__all__ = ["INIT_SAMPLE_SIZE", "MODULE_CONSTRAINTS", "ModuleConfig", "module_config"]
+
+#: How many training samples initialise the prototypes by default (see ``LVQMLN``).
+INIT_SAMPLE_SIZE = 20_000
 
 
 def _check_n_classes(name: str, value: Any) -> int | None:
@@ -73,6 +76,7 @@ MODULE_CONSTRAINTS: dict[str, Callable[[str, Any], Any]] = {
     "ema_decay": EMA_DECAY,
     "lookahead": Check(check_lookahead),
     "seed": Integer(0),
+    "init_sample_size": Integer(1),
 }
 
 

@@ -280,7 +280,7 @@ class LVQMLNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 hp = config.hparams
                 network.set_prototypes(
                     *network.initialize_from(
-                        *data.train_tensors()[:2],
+                        *data.init_sample(hp["init_sample_size"], hp["seed"]),
                         config.initializer,
                         hp["prototypes_initializer_kwargs"],
                         hp["seed"],

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import MODULE_CONSTRAINTS
+from .config import INIT_SAMPLE_SIZE, MODULE_CONSTRAINTS
 from .engines import ENGINES
 from .functional import TRANSFERS
 from .network import BACKBONES
@@ -215,4 +215,5 @@ def module_arguments(
         "ema_decay": get("ema_decay"),
         "lookahead": get("lookahead"),
         "seed": get("random_seed", 42),
+        "init_sample_size": INIT_SAMPLE_SIZE,
     }

@@ -16,6 +16,7 @@ from torch import Tensor
 
 __all__ = [
     "INITIALIZERS",
+    "SAMPLE_INITIALIZERS",
     "check_initializer",
     "initialize_prototypes",
     "prototype_labels_for",
@@ -184,6 +185,11 @@ INITIALIZERS: dict[str, InitializerFn] = {
     "ones": ones,
     "fill_value": fill_value,
 }
+
+#: The initializers that draw on each class's samples (every class must occur in the data).
+SAMPLE_INITIALIZERS = frozenset(
+    {"stratified_random", "class_mean", "class_conditional_mean", "stratified_noise"}
+)
 
 
 def check_initializer(method: str | Callable, kwargs: Mapping[str, Any] | None = None) -> None:

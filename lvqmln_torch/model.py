@@ -16,13 +16,15 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from . import functional as F
-from .config import module_config
+from .batches import first_samples, merged_hparams, read_sizes, unpack
+from .config import INIT_SAMPLE_SIZE, module_config
+from .initializers import SAMPLE_INITIALIZERS
 from .metrics import EpochStats
 from .network import PrototypeNetwork, build_parts
 from .optimizers import OPTIMIZERS, build_optimizer, parameter_groups
 from .rules import nonfinite_loss_error
 from .schedules import ScheduleLR
-from .validation import needs_minibatches_error, plain
+from .validation import needs_minibatches_error
 
 __all__ = ["LVQMLN", "nonfinite_loss_error"]
 
@@ -72,6 +74,9 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         lookahead: ``{"sync_period": 6, "slow_step_size": 0.5}`` (see
             :class:`~lvqmln_torch.callbacks.Lookahead`).
         seed: seeds the backbone and prototype initialisation (identical on every rank).
+        init_sample_size: at most this many training samples initialise the prototypes
+            (from the datamodule's ``init_sample``, else the first training batches: the
+            loader is never read to its end, so endless streams work).
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         ema_decay: float | None = None,
         lookahead: Mapping[str, Any] | None = None,
         seed: int = 42,
+        init_sample_size: int = INIT_SAMPLE_SIZE,
     ) -> None:
         super().__init__()  # an empty PrototypeNetwork, then LightningModule
         arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -164,75 +170,86 @@ class LVQMLN(PrototypeNetwork, LightningModule):
             raise NotFittedError("LVQMLN does not know its classes yet: fit it first")
         return np.arange(self.hparams.n_classes)
 
-    def _read_sizes_from(self, source: Any) -> None:
-        """Fill unknown sizes from a datamodule-like object (``n_features`` / ``input_shape``,
-        ``n_classes``, ``classes_``) and record them in the hyperparameters."""
-        hp = self.hparams
-        if hp.n_classes is None and getattr(source, "n_classes", None) is not None:
-            hp.n_classes = int(source.n_classes)
-        if hp.classes is None and getattr(source, "classes_", None) is not None:
-            hp.classes = plain(source.classes_)
-        if hp.backbone == "mlp" and hp.in_features is None:
-            if getattr(source, "input_shape", None) is not None:
-                raise ValueError(
-                    f"backbone='mlp' needs flat (n, d) inputs but the data are images of shape "
-                    f"{tuple(source.input_shape)}; use backbone='cnn'"
-                )
-            if getattr(source, "n_features", None) is not None:
-                hp.in_features = int(source.n_features)
-        if hp.backbone == "cnn" and hp.input_shape is None:
-            if getattr(source, "input_shape", None) is None:
-                raise ValueError(
-                    "backbone='cnn' needs 4-D image inputs (n, C, H, W); the data are flat"
-                )
-            hp.input_shape = plain(source.input_shape)
-
     # ------------------------------------------------------------------ Lightning hooks
     def prepare(self, datamodule: Any = None, initialize: bool = True) -> None:
         """Build the backbone and the prototypes (reading the sizes left ``None`` from
-        ``datamodule``) and, with ``initialize``, initialise the prototypes from the untrained
-        backbone's latent codes of the datamodule's ``train_tensors()``. Steps already done
-        are skipped; ``Trainer.fit`` calls this in ``setup``.
+        ``datamodule``: see :func:`~lvqmln_torch.batches.read_sizes`) and, with
+        ``initialize``, initialise the prototypes from the untrained backbone's latent codes of
+        the datamodule's ``init_sample(init_sample_size, seed)`` when it has one (otherwise
+        ``on_train_start`` reads the first training batches). Steps already done are skipped;
+        ``Trainer.fit`` calls this in ``setup``.
 
         Raises:
             ValueError: when the sizes are neither given nor readable from ``datamodule``.
         """
         if not self.is_built:
             if datamodule is not None:
-                self._read_sizes_from(datamodule)
+                read_sizes(self.hparams, datamodule, self._custom_backbone is not None)
+            if self.hparams.n_classes is None and self.hparams.initial_prototype_labels is None:
+                raise ValueError(
+                    "LVQMLN needs the number of classes: pass n_classes (or classes), or give "
+                    "the datamodule an n_classes attribute; it is not read from batches, "
+                    "which need not show every class"
+                )
             if not self._sizes_known():
                 raise ValueError(
-                    "LVQMLN cannot infer its sizes: pass in_features (MLP) or input_shape (CNN) "
-                    "and n_classes, or use a datamodule that exposes n_features / input_shape "
-                    "and n_classes (such as ArrayDataModule)"
+                    "LVQMLN cannot infer its input size: pass in_features (MLP) or input_shape "
+                    "(CNN), or fit with a datamodule (its n_features / input_shape, else its "
+                    "first training batch)"
                 )
             self._build()
-        if initialize and not self._prototypes_ready and hasattr(datamodule, "train_tensors"):
-            self._initialize_from_data(*datamodule.train_tensors()[:2])
+        if initialize and not self._prototypes_ready and hasattr(datamodule, "init_sample"):
+            hp = self.hparams
+            self._initialize_from_data(
+                lambda: datamodule.init_sample(hp.init_sample_size, hp.seed),
+                f"{type(datamodule).__name__}.init_sample",
+            )
 
     @override
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         self.prepare(datamodule, initialize=stage == "fit" and self.trainer.ckpt_path is None)
+        self._defer_clashing_hparams(datamodule)
+
+    def _defer_clashing_hparams(self, datamodule: Any) -> None:
+        """Lightning refuses to log hyperparameters when the module's and the datamodule's
+        share a key with different values (a user's datamodule with its own ``seed``). Then
+        Lightning logs the datamodule's alone, and this module logs its own at the loop's
+        start (see :func:`~lvqmln_torch.batches.merged_hparams`)."""
+        self._pending_hparams = None
+        if self.trainer.loggers and getattr(datamodule, "_log_hyperparams", False):
+            self._pending_hparams = merged_hparams(self.hparams_initial, datamodule.hparams_initial)
+        self._log_hyperparams = self._pending_hparams is None
+
+    def _log_pending_hparams(self) -> None:
+        if getattr(self, "_pending_hparams", None) is not None:
+            for logger in self.trainer.loggers:
+                logger.log_hyperparams(self._pending_hparams)
+            self._log_hyperparams, self._pending_hparams = True, None
 
     @override
     def on_train_start(self) -> None:
+        self._log_pending_hparams()
         if not self._prototypes_ready:
-            xs, ys = [], []
-            for batch in self.trainer.train_dataloader:
-                x, y, _ = _unpack(batch)
-                xs.append(x)
-                ys.append(y)
-            self._initialize_from_data(torch.cat(xs), torch.cat(ys))
+            self._initialize_from_data(
+                lambda: first_samples(self.trainer.train_dataloader, self.hparams.init_sample_size),
+                "the first training batches",
+            )
         if self.trainer.accumulate_grad_batches > 1 and self.trainer.num_training_batches == 1:
             raise needs_minibatches_error(" (accumulate_grad_batches > 1)")
 
     @override
+    def on_validation_start(self) -> None:
+        self._log_pending_hparams()  # trainer.validate: no train start
+
+    @override
     def on_test_start(self) -> None:
+        self._log_pending_hparams()
         self.check_fitted()  # an untrained model would be scored on zero prototypes
 
     @override
     def on_predict_start(self) -> None:
+        self._log_pending_hparams()
         self.check_fitted()
 
     @override
@@ -292,24 +309,42 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         }
 
     # ------------------------------------------------------------------ initialisation
-    def _initialize_from_data(self, x: Tensor, y: Tensor) -> None:
-        """Initialise the prototypes from the untrained backbone's latent codes of ``x``; seeded,
-        and broadcast from rank 0 so every rank starts identical."""
+    def _initialize_from_data(
+        self, read_sample: Callable[[], tuple[Tensor, Tensor]], source: str
+    ) -> None:
+        """Initialise the prototypes from the untrained backbone's latent codes of the samples
+        that ``read_sample`` returns (``source`` names them in errors); seeded. Under DDP rank 0
+        alone reads and initialises, then broadcasts, so every rank starts identical.
+
+        Raises:
+            ValueError: when a class the initializer needs samples of is not in the sample.
+        """
         hp = self.hparams
-        prototypes, labels = self.initialize_from(
-            x,
-            y,
-            self._initializer,
-            hp.prototypes_initializer_kwargs,
-            hp.seed,
-        )
-        if self._trainer is not None and self.trainer.world_size > 1:
+        distributed = self._trainer is not None and self.trainer.world_size > 1
+        if distributed and self.trainer.global_rank != 0:
+            prototypes, labels = self.prototypes.detach(), self.prototype_labels
+        else:
+            x, y = read_sample()
+            if self._initializer in SAMPLE_INITIALIZERS and len(y) >= hp.init_sample_size:
+                counts = torch.bincount(torch.as_tensor(y).cpu(), minlength=self.head.n_classes)
+                missing = torch.nonzero(counts == 0).flatten().tolist()
+                if missing:
+                    raise ValueError(
+                        f"classes {self.classes_[missing].tolist()} do not occur in the "
+                        f"{len(y)} samples from {source} that initialise the prototypes "
+                        f"(init_sample_size={hp.init_sample_size}); raise init_sample_size, "
+                        "or shuffle the training data so that every class appears early"
+                    )
+            prototypes, labels = self.initialize_from(
+                x, y, self._initializer, hp.prototypes_initializer_kwargs, hp.seed
+            )
+        if distributed:
             prototypes, labels = self.trainer.strategy.broadcast((prototypes, labels), src=0)
         self.set_prototypes(prototypes, labels)
 
     # ------------------------------------------------------------------ steps
     def _step(self, batch: Any, stats: EpochStats) -> Tensor:
-        x, y, w = _unpack(batch)
+        x, y, w = unpack(batch)
         if (
             x.is_floating_point()
             and x.dtype != self.prototypes.dtype
@@ -398,15 +433,3 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         """``(n,)`` original labels (from :attr:`classes_`) of the nearest prototypes."""
         indices = self.predict_indices(x).cpu().numpy()  # first: raises NotFittedError
         return self.classes_[indices]
-
-
-def _unpack(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
-    if isinstance(batch, Mapping):
-        x, y, w = batch["x"], batch["y"], batch.get("sample_weight")
-    elif len(batch) in (2, 3):
-        x, y, w = batch[0], batch[1], batch[2] if len(batch) == 3 else None
-    else:
-        raise ValueError(f"a batch must be (x, y) or (x, y, sample_weight), got {len(batch)} items")
-    if len(x) != len(y):
-        raise ValueError(f"a batch has {len(x)} inputs but {len(y)} labels: X and y lengths differ")
-    return x, y, w

@@ -174,6 +174,69 @@ def cases(*rows: Any) -> Any:
     return pytest.mark.parametrize(("action", "error", "match"), params)
 
 
+class PlainDataModule(L.LightningDataModule):
+    """A user's datamodule that tells nothing about its data: sizes come from its batches."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 50) -> None:
+        super().__init__()
+        self.dataset = torch.utils.data.TensorDataset(x, y)
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size)
+
+
+# --------------------------------------------------------------------------- sizes, init sample
+@cases(
+    (
+        "module-no-n-classes-from-a-plain-datamodule",
+        lambda c: fit_module(LVQMLN(), PlainDataModule(XT, YT)),
+        ValueError,
+        r"LVQMLN needs the number of classes: pass n_classes \(or classes\), or give the "
+        r"datamodule an n_classes attribute",
+    ),
+    (
+        "module-no-input-size-from-a-plain-loader",
+        lambda c: fit_module(LVQMLN(n_classes=3), Batches(XT, YT)),
+        ValueError,
+        r"cannot infer its input size: pass in_features \(MLP\) or input_shape \(CNN\)",
+    ),
+    (
+        "module-mlp-on-image-batches",
+        lambda c: fit_module(
+            LVQMLN(n_classes=10),
+            PlainDataModule(torch.tensor(IMAGES), torch.tensor(IMAGE_LABELS)),
+        ),
+        ValueError,
+        r"backbone='mlp' needs flat \(n, d\) inputs, but the samples have shape \(1, 8, 8\) "
+        r"\(the first training batch of PlainDataModule\)",
+    ),
+    (
+        "module-cnn-on-flat-batches",
+        lambda c: fit_module(LVQMLN(backbone="cnn", n_classes=3), PlainDataModule(XT, YT)),
+        ValueError,
+        r"backbone='cnn' needs \(n, C, H, W\) image inputs, but the samples have shape \(4,\) "
+        r"\(the first training batch of PlainDataModule\)",
+    ),
+    (
+        "module-class-missing-from-the-init-sample",  # iris is sorted by class
+        lambda c: fit_module(LVQMLN(n_classes=3, init_sample_size=60), PlainDataModule(XT, YT)),
+        ValueError,
+        r"classes \[2\] do not occur in the 60 samples from the first training batches that "
+        r"initialise the prototypes \(init_sample_size=60\); raise init_sample_size, or "
+        r"shuffle the training data",
+    ),
+    (
+        "module-init-sample-size-zero",
+        lambda c: LVQMLN(init_sample_size=0),
+        ValueError,
+        r"init_sample_size must be an integer >= 1, got 0",
+    ),
+)
+def test_sizes_and_the_init_sample(ctx, action, error, match):
+    check(ctx, action, error, match)
+
+
 # --------------------------------------------------------------------------- X rank
 @cases(
     (
@@ -194,14 +257,15 @@ def cases(*rows: Any) -> Any:
         "module-cnn-on-flat-datamodule",
         lambda c: fit_module(LVQMLN(backbone="cnn"), ArrayDataModule(X, Y)),
         ValueError,
-        r"backbone='cnn' needs 4-D image inputs \(n, C, H, W\); the data are flat",
+        r"backbone='cnn' needs \(n, C, H, W\) image inputs, but the samples have shape \(4,\) "
+        r"\(ArrayDataModule.n_features\); use backbone='mlp' for flat inputs",
     ),
     (
         "module-mlp-on-image-datamodule",
         lambda c: fit_module(LVQMLN(), ArrayDataModule(IMAGES, IMAGE_LABELS)),
         ValueError,
-        r"backbone='mlp' needs flat \(n, d\) inputs but the data are images .*; "
-        r"use backbone='cnn'",
+        r"backbone='mlp' needs flat \(n, d\) inputs, but the samples have shape \(1, \d+, \d+\) "
+        r"\(ArrayDataModule.input_shape\); use backbone='cnn'",
     ),
     (
         "module-predict-3d",
@@ -232,7 +296,7 @@ def cases(*rows: Any) -> Any:
         "builtin-datamodule-cnn-on-flat",
         lambda c: fit_module(LVQMLN(backbone="cnn"), BuiltinDataModule("iris")),
         ValueError,
-        r"needs 4-D image inputs",
+        r"needs \(n, C, H, W\) image inputs",
     ),
     (
         "estimator-mlp-3d",
@@ -256,7 +320,7 @@ def cases(*rows: Any) -> Any:
         "cli-cnn-on-flat",
         lambda c: c.cli("fit", "--config", IRIS_CONFIG, "--model.backbone", "cnn"),
         ValueError,
-        r"needs 4-D image inputs",
+        r"needs \(n, C, H, W\) image inputs",
     ),
 )
 def test_x_not_2d_or_4d(ctx, action, error, match):

@@ -150,7 +150,8 @@ def test_on_train_start_initialisation_is_rank0_broadcast(ddp_results):
         sampler = DistributedSampler(range(len(X)), num_replicas=2, rank=rank, shuffle=True, seed=0)
         shard = list(sampler)
         model = LVQMLN(**ddp_script.COMMON, **spec).double()
-        model._initialize_from_data(torch.as_tensor(X[shard]), torch.as_tensor(y[shard]))
+        x, y_shard = torch.as_tensor(X[shard]), torch.as_tensor(y[shard])
+        model._initialize_from_data(lambda: (x, y_shard), "the shard")
         return model.prototypes.detach()
 
     torch.testing.assert_close(rank0["init"]["prototypes"], local_init(0), rtol=0, atol=1e-12)

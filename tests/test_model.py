@@ -232,13 +232,6 @@ def test_custom_backbone_module():
     assert accuracy > 0.9
 
 
-def test_model_without_sizes_and_without_datamodule_explains():
-    X, y = _iris()
-    loader = _loader(torch.tensor(X, dtype=torch.float32), torch.tensor(y))
-    with pytest.raises(ValueError, match="cannot infer its sizes"):
-        _trainer(max_epochs=1).fit(LVQMLN(), loader)
-
-
 def test_plain_dataloader_with_known_sizes_initialises_from_the_batches():
     X, y = _iris()
     x = torch.tensor((X - X.mean(0)) / X.std(0), dtype=torch.float32)
