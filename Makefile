@@ -18,12 +18,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(PY) -m ruff check lvqmln_torch lvqmln_jax_ref tests benchmarks
-	$(PY) -m ruff format --check lvqmln_torch lvqmln_jax_ref tests benchmarks
+	$(PY) -m ruff check lvqmln_torch lvqmln_jax_ref tests benchmarks examples
+	$(PY) -m ruff format --check lvqmln_torch lvqmln_jax_ref tests benchmarks examples
 
 format: $(STAMP)
-	$(PY) -m ruff format lvqmln_torch lvqmln_jax_ref tests benchmarks
-	$(PY) -m ruff check --fix lvqmln_torch lvqmln_jax_ref tests benchmarks
+	$(PY) -m ruff format lvqmln_torch lvqmln_jax_ref tests benchmarks examples
+	$(PY) -m ruff check --fix lvqmln_torch lvqmln_jax_ref tests benchmarks examples
 
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider

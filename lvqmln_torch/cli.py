@@ -1,5 +1,5 @@
-"""The ``lvqmln`` command line: LightningCLI over :class:`~lvqmln_torch.LVQMLN` with the
-built-in and CSV datamodules.
+"""The ``lvqmln`` command line: LightningCLI over :class:`~lvqmln_torch.LVQMLN` with any
+``LightningDataModule`` (the built-in and CSV ones by their short names).
 
 Examples::
 
@@ -7,6 +7,7 @@ Examples::
     lvqmln fit --config configs/iris_mlp.yaml --config configs/trainer/bf16.yaml
     lvqmln fit --config configs/iris_mlp.yaml --data CsvDataModule --data.path my.csv \\
         --data.target label
+    lvqmln fit --config configs/custom_datamodule.yaml   # your DataModule and backbone
     lvqmln test --config configs/iris_mlp.yaml --ckpt_path path/to/last.ckpt
     lvqmln predict --config configs/iris_mlp.yaml --ckpt_path path/to/last.ckpt \\
         --predict_output predictions.csv --predict_latent true
@@ -15,10 +16,13 @@ Examples::
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -31,7 +35,8 @@ from .model import LVQMLN
 
 __all__ = ["DATAMODULES", "LVQMLNCLI", "main", "run_cli"]
 
-#: The datamodules selectable with ``--data`` (``class_path`` in a config file).
+#: The datamodules selectable by their short names with ``--data``; any other
+#: ``LightningDataModule`` subclass is selected by its import path (``class_path``).
 DATAMODULES = (BuiltinDataModule, CsvDataModule)
 
 # Errors a user causes with a bad argument value (unknown data set, missing file or column,
@@ -49,8 +54,10 @@ class LVQMLNCLI(LightningCLI):
 
     Differences from a plain ``LightningCLI(LVQMLN, ...)``:
 
-    - ``--data`` chooses between :class:`~lvqmln_torch.datasets.BuiltinDataModule` and
-      :class:`~lvqmln_torch.csv_data.CsvDataModule`.
+    - ``--data`` takes any ``LightningDataModule`` subclass by its import path
+      (``class_path`` in a config file), and :class:`~lvqmln_torch.datasets.BuiltinDataModule`
+      and :class:`~lvqmln_torch.csv_data.CsvDataModule` by their short names. The model's
+      ``backbone`` takes ``"mlp"``, ``"cnn"`` or any ``nn.Module`` by ``class_path``.
     - The optimizer and scheduler are the model's own arguments (``--model.optimizer``,
       ``--model.lr``, ``--model.lr_scheduler`` …), not LightningCLI's generic ones.
     - ``predict`` writes a CSV file (``--predict_output``, default
@@ -74,13 +81,16 @@ class LVQMLNCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Trainer and model as usual; ``data`` restricted to :data:`DATAMODULES`."""
+        """Trainer and model as usual; ``data`` any ``LightningDataModule`` (required)."""
         parser.add_lightning_class_args(self.trainer_class, "trainer")
         parser.set_defaults(
             {f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"}
         )
         parser.add_lightning_class_args(self._model_class, "model")
-        parser.add_subclass_arguments(DATAMODULES, "data", fail_untyped=False, required=True)
+        # The built-in ones first: bare ``--data.name iris`` / ``--data.path x.csv`` pick them.
+        parser.add_subclass_arguments(
+            (*DATAMODULES, LightningDataModule), "data", fail_untyped=False, required=True
+        )
 
     def _prepare_subcommand_parser(
         self, klass: type, subcommand: str, **kwargs: Any
@@ -135,7 +145,17 @@ class LVQMLNCLI(LightningCLI):
                     read_checkpoint(ckpt_path)
                 except CheckpointError as err:
                     self.parser.error(f"{type(err).__name__}: {err}")
+        model = (
+            self.config[self.config.subcommand].get("model")
+            if self.config.get("subcommand")
+            else None
+        )
+        backbone = model.get("backbone") if model is not None else None
         super()._parse_ckpt_path()
+        # A checkpoint of a custom backbone records backbone='custom' (its weights are in the
+        # state dict): keep the config's class_path, which builds the module to load them into.
+        if backbone is not None and not isinstance(backbone, str):
+            self.config[self.config.subcommand].model.backbone = backbone
 
     def _run_subcommand(self, subcommand: str) -> None:
         # Errors that the data or the configuration raise once running (a class too small
@@ -179,7 +199,10 @@ def run_cli(args: Sequence[str] | None = None) -> LVQMLNCLI:
 
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``lvqmln`` console script (exit status 0 on success, 2 on a bad
-    argument)."""
+    argument). The current folder is on the import path, as with ``python -m``, so a config's
+    ``class_path`` finds the user's own modules there."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     run_cli(args)
 
 

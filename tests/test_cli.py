@@ -219,3 +219,73 @@ def test_demo_trains_tests_and_leaves_a_checkpoint(tmp_path, capsys):
     assert model.classes_.tolist() == [0, 1, 2]
     assert 0.0 <= result["test_acc"] <= 1.0
     assert result["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+USER_MODULE = """
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Blobs(L.LightningDataModule):
+    def __init__(self, batch_size: int = 16, seed: int = 3):
+        super().__init__()
+        self.save_hyperparameters()
+        self.n_classes = 2
+
+    def setup(self, stage):
+        g = torch.Generator().manual_seed(self.hparams.seed)
+        y = torch.arange(120) % 2
+        x = torch.randn(120, 3, generator=g) + 3 * y[:, None]
+        self.data = TensorDataset(x, y)
+
+    def train_dataloader(self):
+        return DataLoader(self.data, batch_size=self.hparams.batch_size, shuffle=True)
+
+    def test_dataloader(self):
+        return DataLoader(self.data, batch_size=120)
+
+
+class Linear2(torch.nn.Module):
+    def __init__(self, in_features: int = 3):
+        super().__init__()
+        self.layer = torch.nn.Linear(in_features, 2)
+
+    def forward(self, x):
+        return self.layer(x)
+"""
+
+
+def test_a_users_datamodule_and_backbone_by_class_path_fit_and_test(tmp_path, monkeypatch):
+    (tmp_path / "user_code.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "model:\n  backbone:\n    class_path: user_code.Linear2\n  lr: 0.05\n"
+        "data:\n  class_path: user_code.Blobs\n  init_args:\n    batch_size: 20\n"
+        "trainer:\n  max_epochs: 5\n"
+    )
+    root = ["--trainer.default_root_dir", str(tmp_path / "out"), *QUIET]
+    cli = run_cli(["fit", "--config", str(config), *root])
+    assert type(cli.model.backbone).__name__ == "Linear2"
+    assert cli.model.hparams.backbone == "custom" and cli.model.hparams.n_classes == 2
+    # the checkpoint says backbone='custom'; the config's class_path rebuilds the module
+    cli = run_cli(
+        ["test", "--config", str(config), "--ckpt_path", str(_checkpoint(tmp_path / "out")), *root]
+    )
+    assert float(cli.trainer.callback_metrics["test_acc"]) > 0.9
+
+
+def test_the_console_script_finds_user_modules_in_the_current_folder(tmp_path):
+    (tmp_path / "user_code.py").write_text(USER_MODULE)
+    command = [
+        str(Path(sys.executable).parent / "lvqmln"), "fit",  # the console script
+        "--data", "user_code.Blobs", "--model.n_classes", "2", "--trainer.max_epochs", "1",
+        "--trainer.default_root_dir", str(tmp_path / "out"), *QUIET,
+    ]  # fmt: skip
+    env = {**os.environ, "LIGHTNING_DISABLE_TIPS": "1"}
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Checkpoint written to" in done.stdout

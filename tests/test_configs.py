@@ -26,6 +26,7 @@ MIN_TEST_ACC = {
     "breast_cancer_mlp.yaml": 0.93,
     "digits_mlp.yaml": 0.95,
     "digits_cnn.yaml": 0.95,
+    "custom_datamodule.yaml": 0.93,
 }
 
 
