@@ -16,7 +16,6 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from . import functional as F
-from .batches import first_samples, merged_hparams, read_sizes, unpack
 from .config import INIT_SAMPLE_SIZE, module_config
 from .initializers import SAMPLE_INITIALIZERS
 from .metrics import EpochStats
@@ -24,6 +23,7 @@ from .network import PrototypeNetwork, build_parts
 from .optimizers import OPTIMIZERS, build_optimizer, parameter_groups
 from .rules import nonfinite_loss_error
 from .schedules import ScheduleLR
+from .user_data import first_samples, merged_hparams, read_sizes, unpack
 from .validation import needs_minibatches_error
 
 __all__ = ["LVQMLN", "nonfinite_loss_error"]
@@ -173,7 +173,7 @@ class LVQMLN(PrototypeNetwork, LightningModule):
     # ------------------------------------------------------------------ Lightning hooks
     def prepare(self, datamodule: Any = None, initialize: bool = True) -> None:
         """Build the backbone and the prototypes (reading the sizes left ``None`` from
-        ``datamodule``: see :func:`~lvqmln_torch.batches.read_sizes`) and, with
+        ``datamodule``: see :func:`~lvqmln_torch.user_data.read_sizes`) and, with
         ``initialize``, initialise the prototypes from the untrained backbone's latent codes of
         the datamodule's ``init_sample(init_sample_size, seed)`` when it has one (otherwise
         ``on_train_start`` reads the first training batches). Steps already done are skipped;
@@ -215,7 +215,7 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         """Lightning refuses to log hyperparameters when the module's and the datamodule's
         share a key with different values (a user's datamodule with its own ``seed``). Then
         Lightning logs the datamodule's alone, and this module logs its own at the loop's
-        start (see :func:`~lvqmln_torch.batches.merged_hparams`)."""
+        start (see :func:`~lvqmln_torch.user_data.merged_hparams`)."""
         self._pending_hparams = None
         if self.trainer.loggers and getattr(datamodule, "_log_hyperparams", False):
             self._pending_hparams = merged_hparams(self.hparams_initial, datamodule.hparams_initial)
