@@ -1,7 +1,7 @@
 """scikit-learn's estimator checks on LVQMLNClassifier.
 
-The checks it cannot pass are listed in ``EXPECTED_FAILURES`` with the reason (the README's
-estimator section repeats them); pytest reports them as expected failures (xfail), so a fix
+The checks it cannot pass are listed in ``EXPECTED_FAILURES`` with the reason (docs/estimator.md's
+table repeats them); pytest reports them as expected failures (xfail), so a fix
 shows up as XPASS. The full run fits a few hundred tiny models: a representative subset is
 fast, the rest is marked slow.
 """
