@@ -10,11 +10,13 @@ Examples::
     lvqmln test --config configs/iris_mlp.yaml --ckpt_path path/to/last.ckpt
     lvqmln predict --config configs/iris_mlp.yaml --ckpt_path path/to/last.ckpt \\
         --predict_output predictions.csv --predict_latent true
+    lvqmln explain path/to/last.ckpt data.csv --output explained
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -179,8 +181,14 @@ def run_cli(args: Sequence[str] | None = None) -> LVQMLNCLI:
 
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``lvqmln`` console script (exit status 0 on success, 2 on a bad
-    argument)."""
-    run_cli(args)
+    argument). ``lvqmln explain …`` runs :mod:`lvqmln_torch.explain_cli`."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["explain"]:
+        from .explain_cli import main as explain_main
+
+        explain_main(argv[1:])
+        return
+    run_cli(argv)
 
 
 if __name__ == "__main__":

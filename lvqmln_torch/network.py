@@ -14,6 +14,7 @@ from sklearn.exceptions import NotFittedError
 from torch import Tensor, nn
 
 from .backbones import CNNBackbone, MLPBackbone
+from .explain import PrototypeExplanations
 from .head import PrototypeHead
 from .initializers import initialize_prototypes, prototype_labels_for, resolve_prototypes_per_class
 from .validation import check_n_classes
@@ -96,12 +97,13 @@ def build_parts(
     return backbone, prototypes, labels, int(n_classes), input_shape, given
 
 
-class PrototypeNetwork(nn.Module):
+class PrototypeNetwork(PrototypeExplanations, nn.Module):
     """Backbone, prototypes in its latent space, their labels, and the prototype head.
 
     ``x (n, …) → backbone → z (n, latent_dim) → squared distances (n, P) to the prototypes →
     labels (n,) / probabilities (n, k)``. Built empty (``PrototypeNetwork()``) and filled by
-    :meth:`install`, or from its parts.
+    :meth:`install`, or from its parts. The explanations, exemplars, projection and reject
+    option are :class:`~lvqmln_torch.explain.PrototypeExplanations`' methods.
 
     Args:
         backbone: maps inputs to ``(n, latent_dim)``.
