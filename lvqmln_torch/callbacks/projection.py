@@ -126,6 +126,10 @@ class PrototypeProjection(Callback):
             )
 
     @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        TrainingSamples(trainer)  # unusable training data fail now, not after training
+
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         n = self.every_n_epochs
         if n is not None and (trainer.current_epoch + 1) % n == 0:
