@@ -127,6 +127,7 @@ def run_explain(
     X_raw, y, names = _read_inputs(
         Path(inputs), None if labels is None else Path(labels), target, raw
     )
+    model.check_inputs(torch.as_tensor(X_raw))  # the shape, before standardising
     stats = _standardization(raw)
     X = X_raw if stats is None else (X_raw - stats[0]) / stats[1]
     classes = np.asarray(model.classes_)

@@ -102,7 +102,9 @@ class PrototypeProjection(Callback):
     map-style Dataset (indices of that Dataset). Other training data raise a ``ValueError``.
 
     Projecting at the end of training projects the weights the model ends on: the EMA or
-    lookahead weights, or those of :class:`~lvqmln_torch.callbacks.RestoreBest`'s best epoch.
+    lookahead weights, or those of :class:`~lvqmln_torch.callbacks.RestoreBest`'s best epoch;
+    and rewrites the checkpoint of the final state (``ModelCheckpoint``'s ``last.ckpt``, or
+    its latest checkpoint when it monitors nothing) so that it holds the projection.
 
     Args:
         every_n_epochs: also project after every this many training epochs (``None``: never).
@@ -160,6 +162,11 @@ class PrototypeProjection(Callback):
             for callback in shadows:
                 if "prototypes" in callback.shadow:
                     callback.shadow["prototypes"].copy_(pl_module.prototypes)
+        # The checkpoint of the fit's final state now holds the projection too.
+        for callback in trainer.checkpoint_callbacks:
+            latest = callback.best_model_path if callback.monitor is None else ""
+            for path in dict.fromkeys(p for p in (callback.last_model_path, latest) if p):
+                trainer.save_checkpoint(path)
 
     def project(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Tensor:
         """Project the prototypes now (every rank must call this).
