@@ -121,9 +121,12 @@ class ExplanationsMixin:
         k: int = 5,
         path: str | os.PathLike | None = None,
         feature_names: Any = None,
+        image_shape: Any = None,
+        prototype_samples: Any = None,
     ) -> Any:
         """Draw each prototype's ``k`` exemplars from ``X`` (see
-        :func:`~lvqmln_torch.explain_plots.plot_exemplars`).
+        :func:`~lvqmln_torch.explain_plots.plot_exemplars` for ``feature_names``,
+        ``image_shape`` and ``prototype_samples``, e.g. ``X_train[prototype_sources_]``).
 
         Returns:
             The matplotlib ``Figure``.
@@ -137,6 +140,8 @@ class ExplanationsMixin:
             distances,
             self.prototype_labels_,
             feature_names=feature_names,
+            image_shape=image_shape,
+            prototype_samples=prototype_samples,
             path=path,
         )
 

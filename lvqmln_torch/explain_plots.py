@@ -37,6 +37,7 @@ def plot_exemplars(
     prototype_labels: Any = None,
     feature_names: Sequence[str] | None = None,
     image_shape: Sequence[int] | None = None,
+    prototype_samples: Any = None,
     path: str | os.PathLike | None = None,
     title: str | None = None,
 ) -> Figure:
@@ -55,6 +56,9 @@ def plot_exemplars(
         prototype_labels: ``(P,)`` labels of the prototypes, in the row titles.
         feature_names: ``d`` names for the tabular x-axis.
         image_shape: ``(H, W)`` or ``(C, H, W)`` to draw flat ``(n, d)`` rows as images.
+        prototype_samples: ``(P, …)`` inputs shown as the prototypes themselves, first in
+            each row (images) or dashed (profiles): after projection
+            ``X_train[prototype_sources_]``.
         path: if given, write the figure there as PNG (atomically).
         title: figure title.
 
@@ -87,23 +91,38 @@ def plot_exemplars(
         x = x.reshape(len(x), *shape)
     if x.ndim not in (2, 4):
         raise ValueError(f"x must be (n, d) or (n, C, H, W), got shape {x.shape}")
+    own = (
+        None
+        if prototype_samples is None
+        else _as_numpy(prototype_samples).reshape(-1, *x.shape[1:])
+    )
+    if own is not None and len(own) != n_prototypes:
+        raise ValueError(f"prototype_samples needs {n_prototypes} samples, got {len(own)}")
 
     def row_title(p: int) -> str:
         return f"prototype {p}" + ("" if names is None else f" ({names[p]})")
 
     if x.ndim == 4:
-        figure = Figure(figsize=(_CELL * k + 1.2, _CELL * n_prototypes + 0.4))
-        axes = figure.subplots(n_prototypes, k, squeeze=False)
+        first = 0 if own is None else 1
+        figure = Figure(figsize=(_CELL * (k + first) + 1.2, _CELL * n_prototypes + 0.4))
+        axes = figure.subplots(n_prototypes, k + first, squeeze=False)
         for p in range(n_prototypes):
-            for j in range(k):
+            for j in range(k + first):
                 ax = axes[p, j]
                 ax.set_xticks([])
                 ax.set_yticks([])
-                if idx[p, j] >= 0:
-                    image, cmap = _image(x[idx[p, j]])
+                if j < first:
+                    image, cmap = _image(own[p])
+                    ax.imshow(image, cmap=cmap, interpolation="nearest")
+                    ax.set_xlabel("prototype", fontsize=7, fontweight="bold")
+                    for spine in ax.spines.values():
+                        spine.set_linewidth(2.5)
+                elif idx[p, j - first] >= 0:
+                    i = idx[p, j - first]
+                    image, cmap = _image(x[i])
                     ax.imshow(image, cmap=cmap, interpolation="nearest")
                     if d is not None:
-                        ax.set_xlabel(f"#{idx[p, j]}  d={d[p, j]:.3g}", fontsize=7)
+                        ax.set_xlabel(f"#{i}  d={d[p, j - first]:.3g}", fontsize=7)
             axes[p, 0].set_ylabel(row_title(p), fontsize=8)
     else:
         dims = np.arange(x.shape[1])
@@ -119,6 +138,8 @@ def plot_exemplars(
                 ax.plot(dims, x[i], color=colors[p], alpha=0.45, linewidth=1)
             if len(valid):
                 ax.plot(dims, x[valid].mean(axis=0), color="black", linewidth=1.6)
+            if own is not None:
+                ax.plot(dims, own[p], color="black", linestyle="--", linewidth=1.2)
             ax.set_title(f"{row_title(p)}: {len(valid)} exemplars", fontsize=9)
             if feature_names is not None:
                 ax.set_xticks(dims, list(feature_names), rotation=60, fontsize=7, ha="right")

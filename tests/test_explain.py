@@ -248,7 +248,7 @@ def test_unfitted_models_raise_not_fitted(data, call):
 def test_plots_of_exemplars_and_curve(fitted, data, tmp_path):
     pytest.importorskip("matplotlib")
     X, y = data
-    figure = fitted.plot_exemplars(X, y, k=3, path=tmp_path / "ex.png")
+    figure = fitted.plot_exemplars(X, y, k=3, path=tmp_path / "ex.png", prototype_samples=X[:6])
     assert len(figure.axes) == 6 and (tmp_path / "ex.png").stat().st_size > 0
     figure = fitted.plot_accuracy_rejection(X, y, path=tmp_path / "arc.png")
     assert (tmp_path / "arc.png").stat().st_size > 0
@@ -257,6 +257,10 @@ def test_plots_of_exemplars_and_curve(fitted, data, tmp_path):
     images = np.random.default_rng(0).random((10, 1, 4, 4))
     figure = plot_exemplars(images, np.array([[0, 3], [5, -1]]), np.ones((2, 2)), ["x", "y"])
     assert len(figure.axes) == 4
+    figure = plot_exemplars(images, np.array([[0, 3], [5, -1]]), prototype_samples=images[:2])
+    assert len(figure.axes) == 6  # the prototype first in each row
+    with pytest.raises(ValueError, match="prototype_samples needs 2 samples"):
+        plot_exemplars(images, np.array([[0, 3], [5, -1]]), prototype_samples=images[:3])
     flat = plot_exemplars(images.reshape(10, 16), np.array([[0, 1]]), image_shape=(4, 4))
     assert len(flat.axes) == 2
     with pytest.raises(ValueError, match="image_shape"):
