@@ -169,6 +169,7 @@ def nearest_samples(
         for start in range(0, len(x), size):
             chunk = x[start : start + size].to(device)
             d = network.distances(network.backbone(chunk)).T  # (P, m)
+            d = torch.nan_to_num(d, nan=float("inf"), posinf=float("inf"))  # diverged: never chosen
             if y is not None:
                 other = y[start : start + size].to(device)[None, :] != labels[:, None]
                 d = d.masked_fill(other, float("inf"))

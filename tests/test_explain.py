@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -267,3 +271,23 @@ def test_plots_of_exemplars_and_curve(fitted, data, tmp_path):
         plot_exemplars(images.reshape(10, 16), np.array([[0, 1]]), image_shape=(5, 4))
     with pytest.raises(ValueError, match="indices must be rows of x"):
         plot_exemplars(images, np.array([[10]]))
+
+
+def test_numpy_path_explains_and_projects_without_lightning():
+    code = textwrap.dedent(
+        """
+        import sys
+        from sklearn.datasets import load_iris
+        from lvqmln_torch import LVQMLNClassifier
+        X, y = load_iris(return_X_y=True)
+        est = LVQMLNClassifier(max_iter=5, project_prototypes=True).fit(X, y)
+        assert est.engine_ == "numpy" and est.prototype_sources_ is not None
+        est.explain(X), est.prototype_exemplars(X, y, k=3), est.predict_with_reject(X, 0.5)
+        est.accuracy_rejection_curve(X, y)
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "lightning")
+        assert not loaded, loaded
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
