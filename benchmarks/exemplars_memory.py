@@ -3,16 +3,19 @@ streamed exact top-k against brute force (the full ``(n, P)`` distance matrix, t
 
     .venv/bin/python benchmarks/exemplars_memory.py [--sizes 250000 500000 1000000]
 
-For each size, in one process and side by side: the peak growth of ``RssAnon`` (sampled from
-``/proc/self/status`` every 2 ms by a thread) above the level before the call, and the wall
-time, median of 3; the inputs ``X`` (float32, 32 features) exist before either call, so
-neither counts them. Both return the same indices (checked).
+For each size and method, a fresh process (so memory freed by an earlier call cannot hide an
+allocation) builds the inputs ``X`` (float32, 32 features) and the model, then measures the
+peak growth of ``RssAnon`` (sampled from ``/proc/self/status`` every 2 ms by a thread) above
+its level before the call, and the call's wall time; 3 processes per size and method,
+alternating, medians reported. Both methods return the same indices (checked).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import threading
 import time
 
@@ -76,17 +79,32 @@ def brute_force(net: PrototypeNetwork, X: np.ndarray) -> np.ndarray:
     return torch.argsort(d.T, dim=1, stable=True)[:, :K].numpy()
 
 
+def measure(method: str, n: int) -> None:
+    """One measurement in this process; prints ``peak_mib seconds checksum``."""
+    net = network()
+    X = np.random.default_rng(0).random((n, FEATURES), dtype=np.float32)
+    if method == "streamed":
+        growth, seconds, result = peak_growth(lambda: net.prototype_exemplars(X, k=K)[0].numpy())
+    else:
+        growth, seconds, result = peak_growth(lambda: brute_force(net, X))
+    print(f"{growth:.1f} {seconds:.3f} {int(np.asarray(result, dtype=np.int64).sum())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[250_000, 500_000, 1_000_000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--one", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    net = network()
-    print(
-        f"- Command: `python benchmarks/exemplars_memory.py --sizes {' '.join(map(str, args.sizes))}`"
-    )
+    if args.one:
+        measure(args.one[0], int(args.one[1]))
+        return
+    sizes = " ".join(map(str, args.sizes))
+    print(f"- Command: `python benchmarks/exemplars_memory.py --sizes {sizes}`")
     print(
         f"- torch {torch.__version__}, {torch.get_num_threads()} threads; MLP {FEATURES}→64→"
-        f"{LATENT}, {CLASSES * PER_CLASS} prototypes, k={K}; median of 3\n"
+        f"{LATENT}, {CLASSES * PER_CLASS} prototypes, k={K}; a fresh process per measurement, "
+        f"median of {args.repeats}\n"
     )
     print(
         "| samples | X (MiB) | streamed: peak RssAnon growth | brute force: peak growth "
@@ -94,21 +112,21 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|")
     for n in args.sizes:
-        X = np.random.default_rng(0).random((n, FEATURES), dtype=np.float32)
-        runs = {"streamed": [], "brute": []}
-        for _ in range(3):
-            for key, fn in (
-                ("streamed", lambda X=X: net.prototype_exemplars(X, k=K)[0].numpy()),
-                ("brute", lambda X=X: brute_force(net, X)),
-            ):
-                runs[key].append(peak_growth(fn))
-        assert np.array_equal(runs["streamed"][0][2], runs["brute"][0][2])
-        med = {
-            k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))
-            for k, v in runs.items()
-        }
+        runs: dict[str, list[list[float]]] = {"streamed": [], "brute": []}
+        for _ in range(args.repeats):
+            for method in runs:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--one", method, str(n)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.split()
+                runs[method].append([float(v) for v in out])
+        checks = {v[2] for method in runs.values() for v in method}
+        assert len(checks) == 1, "the two methods returned different exemplars"
+        med = {m: [statistics.median(v[i] for v in r) for i in (0, 1)] for m, r in runs.items()}
         print(
-            f"| {n:,} | {X.nbytes / 2**20:.0f} | {med['streamed'][0]:.0f} MiB | "
+            f"| {n:,} | {n * FEATURES * 4 / 2**20:.0f} | {med['streamed'][0]:.0f} MiB | "
             f"{med['brute'][0]:.0f} MiB | {med['streamed'][1]:.2f} s | {med['brute'][1]:.2f} s |"
         )
 

@@ -116,7 +116,7 @@ def save_estimator(estimator: Any, path: str | os.PathLike) -> None:
             "best_loss_": estimator.best_loss_,
             "engine_": estimator.engine_,
             "prototype_sources_": None
-            if estimator.prototype_sources_ is None
+            if getattr(estimator, "prototype_sources_", None) is None  # unpickled from 0.1
             else torch.as_tensor(estimator.prototype_sources_, dtype=torch.long),
         },
     }
