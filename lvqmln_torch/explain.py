@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -118,12 +119,18 @@ def checked_labels(network: Any, y: Any, n: int) -> Tensor:
     Raises:
         ValueError: for a wrong length or shape, or values outside ``[0, n_classes)``.
     """
-    y = torch.as_tensor(y).detach().cpu()
+    k = network.head.n_classes
+    valid = f"class indices in [0, {k}) (the positions of the labels in classes_)"
+    try:
+        y = torch.as_tensor(y).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"y must hold {valid}, got {np.asarray(y).dtype} values") from None
     if y.dim() != 1 or len(y) != n:
         raise ValueError(f"y must have shape ({n},) (one label per sample), got {tuple(y.shape)}")
-    k = network.head.n_classes
-    if y.is_floating_point() or y.dtype == torch.bool or (len(y) and (y.min() < 0 or y.max() >= k)):
-        raise ValueError(f"y must hold class indices in [0, {k}), got {y.dtype} values")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"y must hold {valid}, got {y.dtype} values")
+    if len(y) and (y.min() < 0 or y.max() >= k):
+        raise ValueError(f"y must hold {valid}, got values in [{int(y.min())}, {int(y.max())}]")
     return y.long()
 
 

@@ -215,7 +215,11 @@ def test_predict_with_reject_and_threshold_for_a_target(fitted, data):
         ),
         (
             lambda e, X, y: e.model_.prototype_exemplars(X, np.full(150, 3)),
-            r"class indices in \[0, 3\)",
+            r"class indices in \[0, 3\) .*got values in \[3, 3\]",
+        ),
+        (
+            lambda e, X, y: e.model_.prototype_exemplars(X, y),
+            r"class indices in \[0, 3\) .*got <U1 values",
         ),
         (lambda e, X, y: e.model_.explain(X[:, :4]), r"expected inputs of shape \(n, 5\)"),
     ],
