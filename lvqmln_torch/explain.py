@@ -98,8 +98,8 @@ def _evaluating(network: Any) -> Iterator[None]:
 
 
 def checked_inputs(network: Any, x: Any) -> Tensor:
-    """``x`` as a tensor in the network's floating dtype (left where it is: chunks move to the
-    network's device one at a time), checked against the fitted network.
+    """``x`` as a floating tensor, checked against the fitted network, left where it is and
+    in its dtype: chunks move to the network's device and dtype one at a time.
 
     Raises:
         NotFittedError: before the network is fitted.
@@ -107,7 +107,7 @@ def checked_inputs(network: Any, x: Any) -> Tensor:
     """
     network.check_fitted()
     x = torch.as_tensor(x)
-    if x.dtype != network.prototypes.dtype:
+    if not x.is_floating_point():
         x = x.to(network.prototypes.dtype)
     network.check_inputs(x)
     return x
@@ -174,7 +174,7 @@ def nearest_samples(
     size = max(1, min(CHUNK, MAX_DISTANCES // max(n_prototypes, 1)))
     with _evaluating(network):
         for start in range(0, len(x), size):
-            chunk = x[start : start + size].to(device)
+            chunk = x[start : start + size].to(network.prototypes)
             d = network.distances(network.backbone(chunk)).T  # (P, m)
             d = torch.nan_to_num(d, nan=float("inf"), posinf=float("inf"))  # diverged: never chosen
             if y is not None:
@@ -266,7 +266,7 @@ class PrototypeExplanations:
         parts = []
         with _evaluating(self):
             for start in range(0, len(x), CHUNK):
-                chunk = x[start : start + CHUNK].to(self.prototypes.device)
+                chunk = x[start : start + CHUNK].to(self.prototypes)
                 distances = self.distances(self.backbone(chunk))
                 parts.append(self.head.winner_rival(distances, self.prototype_labels))
         winner, distance, rival, rival_distance = (torch.cat(p) for p in zip(*parts))

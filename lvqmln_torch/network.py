@@ -295,7 +295,8 @@ class PrototypeNetwork(PrototypeExplanations, nn.Module):
             )
         if len(x) == 0:
             raise ValueError(f"the inputs are empty (shape {tuple(x.shape)})")
-        if not bool(torch.isfinite(x).all()):
+        # Chunk by chunk: no (n, …) mask of a large input at once.
+        if not all(bool(torch.isfinite(x[i : i + CHUNK]).all()) for i in range(0, len(x), CHUNK)):
             raise ValueError("the inputs contain NaN or Inf values; clean or impute them first")
 
     def inference(self, x: Any, fn: Callable[[Tensor], Tensor]) -> Tensor:
