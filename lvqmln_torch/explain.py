@@ -23,16 +23,21 @@ from torch import Tensor
 from .validation import Integer, Real
 
 __all__ = [
+    "CHUNK",
     "PrototypeExplanations",
     "accuracy_rejection_curve",
+    "check_k",
     "check_threshold",
+    "checked_inputs",
+    "checked_labels",
     "merge_nearest",
     "nearest_samples",
+    "pick_threshold",
     "relative_similarity",
     "select_smallest",
 ]
 
-# Inputs pass the backbone this many at a time.
+# Inputs pass the backbone this many at a time (here and in PrototypeNetwork's inference).
 CHUNK = 65536
 # Exemplar search: at most this many (sample, prototype) distances exist at once.
 MAX_DISTANCES = 1 << 24

@@ -14,7 +14,7 @@ from sklearn.exceptions import NotFittedError
 from torch import Tensor, nn
 
 from .backbones import CNNBackbone, MLPBackbone
-from .explain import PrototypeExplanations
+from .explain import CHUNK, PrototypeExplanations
 from .head import PrototypeHead
 from .initializers import initialize_prototypes, prototype_labels_for, resolve_prototypes_per_class
 from .validation import check_n_classes
@@ -23,8 +23,6 @@ __all__ = ["BACKBONES", "DEFAULT_ACTIVATION", "PrototypeNetwork", "build_parts"]
 
 BACKBONES = ("mlp", "cnn")
 DEFAULT_ACTIVATION = {"mlp": "sigmoid", "cnn": "relu"}
-# Latent codes are computed in chunks of this many samples (initialisation and inference).
-CHUNK = 65536
 
 
 def seeded_generator(seed: int, offset: int) -> torch.Generator:
