@@ -26,7 +26,16 @@ _LAZY = {
     "PrototypeNetwork": ".network",
     "PrototypeHead": ".head",
 }
-_SUBMODULES = ("functional", "callbacks", "export", "plotting", "validation", "rules")
+_SUBMODULES = (
+    "functional",
+    "callbacks",
+    "explain",
+    "explain_plots",
+    "export",
+    "plotting",
+    "validation",
+    "rules",
+)
 
 __all__ = [
     "LVQMLN",
@@ -39,6 +48,8 @@ __all__ = [
     "PrototypeHead",
     "PrototypeNetwork",
     "callbacks",
+    "explain",
+    "explain_plots",
     "export",
     "from_prosemble",
     "functional",
@@ -49,7 +60,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from . import callbacks, export, functional, plotting, rules, validation
+    from . import callbacks, explain, explain_plots, export, functional, plotting, rules, validation
     from .arrays import ArrayData
     from .backbones import CNNBackbone, MLPBackbone
     from .data import ArrayDataModule

@@ -261,6 +261,8 @@ class ArrayData:
                 raise ValueError(f"give either {name}_size or X_{name}, not both")
             index, splits[name] = self._split(index, y_idx, size, name)
         train = index
+        # Rows of X in the training split (PrototypeProjection records these).
+        self.train_index_ = train
         self._arrays: dict[str, tuple[np.ndarray, ...] | None] = {
             "train": (X[train], y_idx[train], None if weights is None else weights[train]),
         }

@@ -11,6 +11,7 @@ Examples::
     lvqmln test --config configs/iris_mlp.yaml --ckpt_path path/to/last.ckpt
     lvqmln predict --config configs/iris_mlp.yaml --ckpt_path path/to/last.ckpt \\
         --predict_output predictions.csv --predict_latent true
+    lvqmln explain path/to/last.ckpt data.csv --output explained
 """
 
 from __future__ import annotations
@@ -199,11 +200,18 @@ def run_cli(args: Sequence[str] | None = None) -> LVQMLNCLI:
 
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``lvqmln`` console script (exit status 0 on success, 2 on a bad
-    argument). The current folder is on the import path, as with ``python -m``, so a config's
-    ``class_path`` finds the user's own modules there."""
+    argument). ``lvqmln explain …`` runs :mod:`lvqmln_torch.explain_cli`. The current folder
+    is on the import path, as with ``python -m``, so a config's ``class_path`` finds the
+    user's own modules there."""
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    run_cli(args)
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["explain"]:
+        from .explain_cli import main as explain_main
+
+        explain_main(argv[1:])
+        return
+    run_cli(argv)
 
 
 if __name__ == "__main__":

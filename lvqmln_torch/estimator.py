@@ -19,6 +19,7 @@ from ._output import quiet
 from .arrays import ArrayData
 from .config import module_config
 from .engines import select_engine
+from .estimator_explain import ExplanationsMixin
 from .estimator_params import check_params, module_arguments, resolve_precision
 from .network import PrototypeNetwork
 from .numpy_engine import fit_numpy
@@ -28,7 +29,7 @@ from .validation import check_n_classes, check_sample_weight, needs_minibatches_
 __all__ = ["LVQMLNClassifier", "from_prosemble"]
 
 
-class LVQMLNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
+class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
     """LVQMLN as a scikit-learn classifier (a drop-in for ``prosemble.models.LVQMLN``).
 
     ``x → backbone (MLP or CNN) → z``; prototypes live in the latent space of ``z``; the GLVQ
@@ -85,6 +86,15 @@ class LVQMLNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             when a step is small (rows x parameters ≤ 2^25, about 33M) and Lightning
             otherwise.
             ``engine_`` records the engine a fit used.
+        project_prototypes: at the end of training replace each prototype by the latent
+            code of its nearest training sample of the same class (ProtoPNet's "push"), so
+            every prototype is a real example; ``prototype_sources_`` holds those samples'
+            rows of ``X`` (``None`` without projection).
+
+    Explanations (:meth:`explain`, :meth:`confidence`, :meth:`prototype_exemplars`) and the
+    reject option (:meth:`predict_with_reject`, :meth:`accuracy_rejection_curve`,
+    :meth:`rejection_threshold`) come from
+    :class:`~lvqmln_torch.estimator_explain.ExplanationsMixin`.
     """
 
     def __init__(
@@ -124,6 +134,7 @@ class LVQMLNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         precision: str | int | None = None,
         verbose: bool = False,
         engine: str = "auto",
+        project_prototypes: bool = False,
     ) -> None:
         self.hidden_sizes = hidden_sizes
         self.latent_dim = latent_dim
@@ -160,6 +171,7 @@ class LVQMLNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.precision = precision
         self.verbose = verbose
         self.engine = engine
+        self.project_prototypes = project_prototypes
 
     # ------------------------------------------------------------------ validation
     def _validate_X_y(
@@ -225,6 +237,11 @@ class LVQMLNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         double = str(precision) in ("64", "64-true", "double")
         dtype = np.float64 if double else np.float32
         X, y = self._validate_X_y(X, y, dtype, params["backbone"])
+        if params["project_prototypes"] and "prototypes" in (params["freeze_params"] or ()):
+            raise ValueError(
+                "project_prototypes=True replaces the prototypes, but freeze_params freezes "
+                "them; use one or the other"
+            )
         classes = np.unique(y)
         check_n_classes(len(classes), f"y ({classes.tolist()})")
         if sample_weight is not None:
@@ -299,6 +316,8 @@ class LVQMLNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                     restore_best=params["restore_best"],
                     verbose=params["verbose"],
                 )
+                if params["project_prototypes"]:
+                    network.project_prototypes(*data.train_tensors()[:2])
             else:
                 from .lightning_fit import fit_lightning
 
@@ -331,6 +350,7 @@ class LVQMLNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             model = LVQMLN(**self.module_hparams_)
             model.to(self.network_.prototypes.dtype)
             model.load_state_dict(self.network_.state_dict())
+            model.prototype_sources = self.network_.prototype_sources
             self.network_ = model
         return self.network_
 

@@ -102,6 +102,7 @@ ESTIMATOR_CONSTRAINTS: dict[str, Callable[[str, Any], Any]] = {
     "devices": Check(_check_devices),
     "verbose": Boolean(),
     "engine": Options(ENGINES, noun="engines"),
+    "project_prototypes": Boolean(),
 }
 
 

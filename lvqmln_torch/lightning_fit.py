@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from lightning.pytorch import Callback, Trainer
 
-from .callbacks import LossConvergence, PatienceStopping, RestoreBest
+from .callbacks import LossConvergence, PatienceStopping, PrototypeProjection, RestoreBest
 from .data import ArrayDataModule
 from .model import LVQMLN
 from .numpy_engine import FitHistory
@@ -59,6 +59,8 @@ def fit_lightning(
         callbacks.append(LossConvergence(params["epsilon"], monitor="train_loss"))
     if params["restore_best"]:
         callbacks.append(RestoreBest(monitor=monitor))
+    if params.get("project_prototypes"):
+        callbacks.append(PrototypeProjection(at_end=True))
     devices = params["devices"]
     trainer = Trainer(
         accelerator=params.get("accelerator", "cpu"),

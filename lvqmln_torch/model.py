@@ -253,8 +253,13 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         self.check_fitted()
 
     @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["prototype_sources"] = self.prototype_sources  # see PrototypeProjection
+
+    @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._prototypes_ready = True
+        self.prototype_sources = checkpoint.get("prototype_sources")
         # Checkpoints of 0.1.0 stored a custom backbone twice; its weights are ``backbone.*``.
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith("_custom_backbone.")]:

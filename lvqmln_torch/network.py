@@ -14,6 +14,7 @@ from sklearn.exceptions import NotFittedError
 from torch import Tensor, nn
 
 from .backbones import CNNBackbone, MLPBackbone
+from .explain import CHUNK, PrototypeExplanations
 from .head import PrototypeHead
 from .initializers import initialize_prototypes, prototype_labels_for, resolve_prototypes_per_class
 from .validation import check_n_classes
@@ -22,8 +23,6 @@ __all__ = ["BACKBONES", "DEFAULT_ACTIVATION", "PrototypeNetwork", "build_parts"]
 
 BACKBONES = ("mlp", "cnn")
 DEFAULT_ACTIVATION = {"mlp": "sigmoid", "cnn": "relu"}
-# Latent codes are computed in chunks of this many samples (initialisation and inference).
-CHUNK = 65536
 
 
 def seeded_generator(seed: int, offset: int) -> torch.Generator:
@@ -96,12 +95,13 @@ def build_parts(
     return backbone, prototypes, labels, int(n_classes), input_shape, given
 
 
-class PrototypeNetwork(nn.Module):
+class PrototypeNetwork(PrototypeExplanations, nn.Module):
     """Backbone, prototypes in its latent space, their labels, and the prototype head.
 
     ``x (n, …) → backbone → z (n, latent_dim) → squared distances (n, P) to the prototypes →
     labels (n,) / probabilities (n, k)``. Built empty (``PrototypeNetwork()``) and filled by
-    :meth:`install`, or from its parts.
+    :meth:`install`, or from its parts. The explanations, exemplars, projection and reject
+    option are :class:`~lvqmln_torch.explain.PrototypeExplanations`' methods.
 
     Args:
         backbone: maps inputs to ``(n, latent_dim)``.
@@ -293,7 +293,8 @@ class PrototypeNetwork(nn.Module):
             )
         if len(x) == 0:
             raise ValueError(f"the inputs are empty (shape {tuple(x.shape)})")
-        if not bool(torch.isfinite(x).all()):
+        # Chunk by chunk: no (n, …) mask of a large input at once.
+        if not all(bool(torch.isfinite(x[i : i + CHUNK]).all()) for i in range(0, len(x), CHUNK)):
             raise ValueError("the inputs contain NaN or Inf values; clean or impute them first")
 
     def inference(self, x: Any, fn: Callable[[Tensor], Tensor]) -> Tensor:

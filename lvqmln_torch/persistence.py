@@ -75,6 +75,8 @@ def set_fitted(
     estimator.engine_ = engine
     estimator.prototypes_ = network.prototypes.detach().cpu().numpy().copy()
     estimator.prototype_labels_ = estimator.classes_[network.prototype_labels.cpu().numpy()]
+    sources = network.prototype_sources
+    estimator.prototype_sources_ = None if sources is None else sources.cpu().numpy().copy()
 
 
 def save_estimator(estimator: Any, path: str | os.PathLike) -> None:
@@ -113,6 +115,9 @@ def save_estimator(estimator: Any, path: str | os.PathLike) -> None:
             else torch.as_tensor(estimator.val_loss_history_, dtype=torch.float64),
             "best_loss_": estimator.best_loss_,
             "engine_": estimator.engine_,
+            "prototype_sources_": None
+            if getattr(estimator, "prototype_sources_", None) is None  # unpickled from 0.1
+            else torch.as_tensor(estimator.prototype_sources_, dtype=torch.long),
         },
     }
 
@@ -159,6 +164,7 @@ def load_estimator(cls: type, path: str | os.PathLike) -> Any:
         if state["prototypes"].dtype == torch.float64:
             network.double()  # before loading, so float64 weights stay float64
         network.load_state_dict(state, strict=True)
+        network.prototype_sources = fitted.get("prototype_sources_")  # absent before 0.2
         val = fitted["val_loss_history_"]
         set_fitted(
             estimator,

@@ -6,6 +6,7 @@ from .ema import ExponentialMovingAverage
 from .latent_plot import LatentSpacePlot
 from .lookahead import Lookahead
 from .patience import PatienceStopping
+from .projection import PrototypeProjection
 from .restore_best import RestoreBest
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "Lookahead",
     "LossConvergence",
     "PatienceStopping",
+    "PrototypeProjection",
     "RestoreBest",
     "ShadowWeights",
     "evaluation_state",

@@ -1,0 +1,205 @@
+"""``lvqmln explain``: explanations of a checkpoint's predictions as a CSV file, and pictures
+of the prototypes' exemplars and of the accuracy-rejection curve.
+
+Example::
+
+    lvqmln explain lightning_logs/version_0/checkpoints/last.ckpt data.csv --output explained
+
+Inputs are a ``.npy`` array (``(n, d)`` or ``(n, C, H, W)``; labels from ``--labels y.npy``)
+or a ``.csv`` file with a header (the feature columns, and the label column if present). When
+the checkpoint's datamodule standardised its inputs, its statistics are applied first.
+Everything is computed before anything is written; each file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._files import atomic_write
+from .arrays import encode_labels
+
+__all__ = ["main", "run_explain"]
+
+
+def _standardization(checkpoint: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The training statistics an ArrayDataModule stored in the checkpoint, if any."""
+    for value in checkpoint.values():
+        if isinstance(value, dict) and set(value) == {"mean", "scale"}:
+            return np.asarray(value["mean"]), np.asarray(value["scale"])
+    return None
+
+
+def _datamodule_setting(checkpoint: dict[str, Any], name: str) -> Any:
+    return (checkpoint.get("datamodule_hyper_parameters") or {}).get(name)
+
+
+def _read_inputs(
+    path: Path, labels: Path | None, target: str | None, checkpoint: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """``(X, y or None, feature names or None)`` from a ``.npy`` or ``.csv`` file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {str(path)!r} does not exist")
+    names = None
+    if path.suffix == ".npy":
+        X = np.load(path, allow_pickle=False)
+        y = None
+        if labels is not None:
+            if not labels.is_file():
+                raise FileNotFoundError(f"labels file {str(labels)!r} does not exist")
+            y = np.load(labels, allow_pickle=False)
+    elif path.suffix == ".csv":
+        from .csv_data import read_csv_table
+
+        if labels is not None:
+            raise ValueError("--labels is for .npy inputs; a CSV file holds its label column")
+        target = target or _datamodule_setting(checkpoint, "target") or "label"
+        features = _datamodule_setting(checkpoint, "features")
+        X, y, names = read_csv_table(path, target, features, require_target=False)
+    else:
+        raise ValueError(f"input file {str(path)!r} must be .npy or .csv, not {path.suffix!r}")
+    if not np.issubdtype(np.asarray(X).dtype, np.number):
+        raise ValueError(f"{str(path)!r} does not hold numbers (dtype {np.asarray(X).dtype})")
+    return np.asarray(X, dtype=np.float64), y, names
+
+
+def _explanations_csv(info: dict[str, np.ndarray], classes: np.ndarray, y: Any) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["sample", "label", "confidence", "prototype", "distance"]
+    header += ["rival_label", "rival_prototype", "rival_distance"]
+    header += [] if y is None else ["true_label", "correct"]
+    writer.writerow(header)
+    label, rival = classes[info["label"]], classes[info["rival_label"]]
+    for i in range(len(label)):
+        row = [i, label[i], repr(float(info["confidence"][i])), int(info["prototype"][i])]
+        row += [repr(float(info["distance"][i])), rival[i], int(info["rival_prototype"][i])]
+        row += [repr(float(info["rival_distance"][i]))]
+        if y is not None:
+            row += [y[i], bool(label[i] == y[i])]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def run_explain(
+    checkpoint: str | Path,
+    inputs: str | Path,
+    output: str | Path = "explanations",
+    labels: str | Path | None = None,
+    target: str | None = None,
+    k: int = 5,
+    image_shape: Sequence[int] | None = None,
+    device: str = "cpu",
+) -> list[Path]:
+    """Explain a checkpoint's predictions on ``inputs`` and write ``explanations.csv``,
+    ``exemplars.png`` and, with labels, ``accuracy_rejection.png`` into ``output``.
+
+    Args:
+        checkpoint: an LVQMLN ``.ckpt`` file.
+        inputs: a ``.npy`` array or a ``.csv`` file with a header.
+        output: the folder to write into (created).
+        labels: a ``.npy`` file of labels for ``.npy`` inputs.
+        target: the label column of a CSV file (default: the checkpoint's datamodule's
+            ``target``, else ``label``); used when present.
+        k: exemplars per prototype.
+        image_shape: ``(H, W)`` or ``(C, H, W)`` to draw flat rows as images.
+        device: where to compute (``"cpu"``, ``"cuda"``, …).
+
+    Returns:
+        The files written.
+
+    Raises:
+        FileNotFoundError: for a missing file.
+        ValueError: for unreadable or mismatched inputs, or a bad ``k``.
+    """
+    from .checkpoint import load_checkpoint, read_checkpoint
+    from .explain_plots import plot_accuracy_rejection, plot_exemplars
+
+    raw = read_checkpoint(checkpoint)
+    model = load_checkpoint(checkpoint, map_location="cpu").to(torch.device(device))
+    X_raw, y, names = _read_inputs(
+        Path(inputs), None if labels is None else Path(labels), target, raw
+    )
+    model.check_inputs(torch.as_tensor(X_raw))  # the shape, before standardising
+    stats = _standardization(raw)
+    X = X_raw if stats is None else (X_raw - stats[0]) / stats[1]
+    classes = np.asarray(model.classes_)
+    y_idx = None
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != (len(X),):
+            raise ValueError(f"the labels must have shape ({len(X)},), got {y.shape}")
+        y_idx = encode_labels(y, classes)[0]
+    info = {key: value.cpu().numpy() for key, value in model.explain(X).items()}
+    text = _explanations_csv(info, classes, y)
+    indices, distances = model.prototype_exemplars(X, y_idx, k)
+    prototype_labels = classes[model.prototype_labels.cpu().numpy()]
+    exemplars = plot_exemplars(
+        X_raw,
+        indices.cpu(),
+        distances.cpu(),
+        prototype_labels,
+        feature_names=names,
+        image_shape=image_shape,
+        title="Exemplars of each prototype" + (" (own class)" if y is not None else ""),
+    )
+    curve = None if y_idx is None else model.accuracy_rejection_curve(X, y_idx)
+    curve_figure = None if curve is None else plot_accuracy_rejection(curve)
+
+    from .plotting import save_figure
+
+    out = Path(output)
+
+    def write_text(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            handle.write(text)
+
+    written = [atomic_write(out / "explanations.csv", write_text)]
+    written.append(save_figure(exemplars, out / "exemplars.png"))
+    if curve_figure is not None:
+        written.append(save_figure(curve_figure, out / "accuracy_rejection.png"))
+    return written
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """``lvqmln explain`` (exit status 2 with a one-line error for a bad argument)."""
+    parser = argparse.ArgumentParser(
+        prog="lvqmln explain",
+        description="Explain a checkpoint's predictions: explanations.csv, exemplars.png and "
+        "(with labels) accuracy_rejection.png.",
+    )
+    parser.add_argument("checkpoint", help="the LVQMLN .ckpt file")
+    parser.add_argument("inputs", help="a .npy array or a .csv file with a header")
+    parser.add_argument("--output", default="explanations", help="output folder")
+    parser.add_argument("--labels", default=None, help="a .npy file of labels (.npy inputs)")
+    parser.add_argument("--target", default=None, help="the label column of a CSV file")
+    parser.add_argument("--k", type=int, default=5, help="exemplars per prototype")
+    parser.add_argument("--image-shape", type=int, nargs="+", default=None, metavar="N")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    ns = parser.parse_args(None if args is None else list(args))
+    from sklearn.exceptions import NotFittedError
+
+    from .checkpoint import CheckpointError
+
+    try:
+        written = run_explain(
+            ns.checkpoint,
+            ns.inputs,
+            ns.output,
+            ns.labels,
+            ns.target,
+            ns.k,
+            ns.image_shape,
+            ns.device,
+        )
+    except (ValueError, FileNotFoundError, CheckpointError, NotFittedError) as err:
+        parser.error(f"{type(err).__name__}: {err}")
+    for path in written:
+        print(f"Written {path}", flush=True)

@@ -1,0 +1,68 @@
+"""PrototypeProjection under two-process CPU DDP (``tests/ddp_projection_script.py``): every
+rank ends identical, each projection picks the nearest same-class sample over all ranks'
+data, and a run over an ArrayDataModule equals one process."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).with_name("ddp_projection_script.py")
+_spec = importlib.util.spec_from_file_location("ddp_projection_script", SCRIPT)
+script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(script)
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    out = tmp_path_factory.mktemp("ddp_projection")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
+    env["LIGHTNING_DISABLE_TIPS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(out), "--devices", "2"],
+        cwd=SCRIPT.parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"DDP script failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return {
+        name: [torch.load(out / f"{name}_rank{r}.pt", weights_only=True) for r in range(2)]
+        for name in script.CASES
+    }
+
+
+@pytest.mark.parametrize("name", script.CASES)
+def test_ranks_end_identical_on_the_global_nearest_sample(ranks, name):
+    rank0, rank1 = ranks[name]
+    assert torch.equal(rank0["sources"], rank1["sources"])
+    for key, value in rank0["final"].items():
+        assert torch.equal(value, rank1["final"][key]), key
+    # Every projection (4 epochs + the end) chose the brute-force nearest same-class sample
+    # over the whole data set, though each rank searched only its share.
+    assert len(rank0["expected"]) == script.EPOCHS + 1
+    assert torch.equal(rank0["sources"], rank0["expected"][-1])
+    _, y = script.make_data()
+    assert torch.equal(torch.as_tensor(y)[rank0["sources"]], rank0["final"]["prototype_labels"])
+
+
+def test_datamodule_run_equals_one_process(ranks):
+    rank0, _ = ranks["datamodule"]
+    single = script.fit_case("datamodule", devices=1)
+    assert torch.equal(single["sources"], rank0["sources"])
+    for before_ddp, before_single in zip(rank0["expected"], single["expected"], strict=True):
+        assert torch.equal(before_ddp, before_single)
+    for key, value in single["final"].items():
+        torch.testing.assert_close(rank0["final"][key], value, rtol=0, atol=1e-8, msg=key)
