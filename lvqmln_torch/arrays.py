@@ -264,11 +264,10 @@ class ArrayData:
         # Standardisation statistics from the training split only.
         train_x = self._arrays["train"][0]
         self.mean_ = std = None
-        if self.memory_mapped:  # chunked passes: the finite check and the statistics
+        if self.memory_mapped:  # one chunked pass: the finite check and the statistics
+            stats = scan(X, "X", train if standardize else None)
             if standardize:
-                self.mean_, std = scan(train_x, "X", statistics=True)
-            if not standardize or len(train_x) < len(X):
-                scan(X, "X")
+                self.mean_, std = stats
         elif standardize:
             axes = (0,) if X.ndim == 2 else (0, 2, 3)
             self.mean_ = train_x.mean(axis=axes, keepdims=True)[0]

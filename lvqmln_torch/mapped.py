@@ -138,34 +138,41 @@ class MappedRows:
 
 
 def scan(
-    rows: MappedRows, name: str = "X", statistics: bool = False
+    rows: MappedRows, name: str = "X", statistics_of: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """One chunked pass over ``rows``: check that every value is finite and, with
-    ``statistics``, compute the per-feature (per-channel for images) mean and standard
-    deviation in float64 (Chan et al.'s pairwise update; ``ddof=0``, as ``np.std``).
+    """One chunked pass over ``rows``: check that every value is finite and, for the rows at
+    the sorted positions ``statistics_of`` (the training split), compute the per-feature
+    (per-channel for images) mean and standard deviation in float64 (Chan et al.'s pairwise
+    update; ``ddof=0``, as ``np.std``).
 
     Returns:
-        ``(mean, std)`` of shape ``(d,)`` or ``(C, 1, 1)``, or ``None`` without ``statistics``.
+        ``(mean, std)`` of shape ``(d,)`` or ``(C, 1, 1)``, or ``None`` without
+        ``statistics_of``.
 
     Raises:
         ValueError: for NaN or Inf, naming the first row (of ``rows``) that holds one.
     """
     floating = np.issubdtype(rows.dtype, np.floating)
-    if not floating and not statistics:
+    if not floating and statistics_of is None:
         return None  # integers are always finite: nothing to read
     axes = (0,) if rows.ndim == 2 else (0, 2, 3)
     count, mean, m2 = 0, 0.0, 0.0
     for start, chunk in rows.chunks():
         if floating and not np.isfinite(chunk).all():
-            bad = start + int(np.flatnonzero(~np.isfinite(chunk).reshape(len(chunk), -1).all(1))[0])
+            finite = np.isfinite(chunk).reshape(len(chunk), -1).all(1)
             raise ValueError(
-                f"{name} ({rows.filename}) contains NaN or Inf values (first in row {bad}); "
-                "clean or impute them first"
+                f"{name} ({rows.filename}) contains NaN or Inf values (first in row "
+                f"{start + int(np.flatnonzero(~finite)[0])}); clean or impute them first"
             )
-        if not statistics:
+        if statistics_of is None:
+            continue
+        lo, hi = np.searchsorted(statistics_of, [start, start + len(chunk)])
+        if hi - lo < len(chunk):
+            chunk = chunk[statistics_of[lo:hi] - start]
+        if len(chunk) == 0:
             continue
         chunk = chunk.astype(np.float64)
-        n_chunk = chunk.size // (chunk.shape[1] if chunk.ndim > 1 else 1)
+        n_chunk = chunk.size // chunk.shape[1]  # values per feature (per channel)
         chunk_mean = chunk.mean(axis=axes, keepdims=True)[0]
         chunk_m2 = ((chunk - chunk_mean) ** 2).sum(axis=axes, keepdims=True)[0]
         total = count + n_chunk
@@ -173,6 +180,6 @@ def scan(
         mean = mean + delta * (n_chunk / total)
         m2 = m2 + chunk_m2 + delta**2 * (count * n_chunk / total)
         count = total
-    if not statistics:
+    if statistics_of is None:
         return None
     return np.asarray(mean), np.sqrt(np.asarray(m2) / count)
