@@ -76,6 +76,8 @@ def _expected_size(path: Path) -> int | None:
             version = np.lib.format.read_magic(handle)
             read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
             shape, _, dtype = read_header(handle)
+            if dtype.hasobject:  # pickled objects: the size is not fixed
+                return None
             return handle.tell() + int(np.prod(shape)) * dtype.itemsize
     except (ValueError, AttributeError, OSError):
         return None
