@@ -19,6 +19,7 @@ _LAZY = {
     "ArrayData": ".arrays",
     "BuiltinDataModule": ".datasets",
     "load_builtin": ".datasets",
+    "csv_to_npy": ".csv_read",
     "CNNBackbone": ".backbones",
     "MLPBackbone": ".backbones",
     "LVQMLNClassifier": ".estimator",
@@ -39,6 +40,7 @@ __all__ = [
     "PrototypeHead",
     "PrototypeNetwork",
     "callbacks",
+    "csv_to_npy",
     "export",
     "from_prosemble",
     "functional",
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from . import callbacks, export, functional, plotting, rules, validation
     from .arrays import ArrayData
     from .backbones import CNNBackbone, MLPBackbone
+    from .csv_read import csv_to_npy
     from .data import ArrayDataModule
     from .datasets import BuiltinDataModule, load_builtin
     from .estimator import LVQMLNClassifier, from_prosemble
