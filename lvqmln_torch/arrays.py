@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .batches import InMemoryBatches, MappedBatches
+from .labels import class_weights, encode_labels
 from .mapped import MappedRows, is_memory_mapped, is_path, open_npy, scan
 from .validation import Boolean, Integer, check_n_classes, check_sample_weight, validate
 
@@ -27,29 +28,6 @@ DATA_CONSTRAINTS = {
     "standardize": Boolean(),
     "on_device": Boolean(),
 }
-
-
-def encode_labels(y: Any, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Map labels of any sortable type to class indices.
-
-    Returns:
-        ``(indices, classes)`` with ``classes`` sorted and ``classes[indices] == y``.
-
-    Raises:
-        ValueError: for labels outside the given ``classes``.
-    """
-    y = np.asarray(y)
-    if classes is None:
-        classes = np.unique(y)
-    indices = np.searchsorted(classes, y)
-    indices = np.clip(indices, 0, len(classes) - 1)
-    unknown = classes[indices] != y
-    if np.any(unknown):
-        raise ValueError(
-            f"labels {np.unique(y[unknown]).tolist()[:10]} are not among the training classes "
-            f"{classes.tolist()}"
-        )
-    return indices.astype(np.int64), classes
 
 
 def _check_rank_and_size(X: Any, name: str) -> None:
@@ -104,30 +82,6 @@ def validate_mapped(X: np.ndarray, y: Any = None, name: str = "X") -> tuple[Mapp
     if y is not None:
         y = _check_labels(len(X), y, name)
     return MappedRows(X), y
-
-
-def _class_weights(y_idx: np.ndarray, classes: np.ndarray, class_weight: Any) -> np.ndarray:
-    """Per-class weights: ``'balanced'`` gives ``n / (k · n_c)``; a dict maps labels to weights
-    (missing classes weigh 1)."""
-    k = len(classes)
-    if isinstance(class_weight, str):
-        if class_weight != "balanced":
-            raise ValueError(
-                f"class_weight must be 'balanced', a dict or None, got {class_weight!r}"
-            )
-        counts = np.bincount(y_idx, minlength=k)
-        return len(y_idx) / (k * np.maximum(counts, 1))
-    if isinstance(class_weight, Mapping):
-        unknown = [c for c in class_weight if c not in set(classes.tolist())]
-        if unknown:
-            raise ValueError(
-                f"class_weight has classes {unknown} that are not in the data {classes.tolist()}"
-            )
-        weights = np.array([float(class_weight.get(c, 1.0)) for c in classes.tolist()])
-        if np.any(weights < 0) or not np.all(np.isfinite(weights)):
-            raise ValueError("class_weight values must be finite and non-negative")
-        return weights
-    raise ValueError(f"class_weight must be 'balanced', a dict or None, got {class_weight!r}")
 
 
 def _rows(X: np.ndarray | MappedRows, index: np.ndarray) -> np.ndarray | MappedRows:
@@ -210,7 +164,7 @@ class ArrayData:
         if sample_weight is not None:
             weights = check_sample_weight(sample_weight, len(X))
         if class_weight is not None:
-            per_class = _class_weights(y_idx, classes, class_weight)[y_idx]
+            per_class = class_weights(y_idx, classes, class_weight)[y_idx]
             weights = per_class if weights is None else weights * per_class
 
         self.classes_ = classes

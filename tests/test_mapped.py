@@ -61,6 +61,15 @@ def test_every_form_stays_on_disk(files, source):
     assert not mapped.is_memory_mapped(np.load(x_path))
 
 
+def test_memory_mapped_validation_and_predict_files_next_to_in_memory_training(files):
+    x_path, y_path, X, y = files
+    data = ArrayData(X, y, X_val=x_path, y_val=y_path, X_predict=x_path, batch_size=64)
+    assert not data.memory_mapped  # the training inputs are in memory
+    assert isinstance(data.loader("val"), MappedBatches)
+    predicted = torch.cat([batch[0] for batch in data.loader("predict")])
+    assert torch.equal(predicted, torch.as_tensor(X))
+
+
 def test_full_batch_loads_the_file_into_memory(files):
     x_path, y_path, X, _ = files
     data = ArrayData(x_path, y_path)  # batch_size=None: every step needs every row
