@@ -67,7 +67,9 @@ class PeakSampler(threading.Thread):
 
 
 # ---------------------------------------------------------------------------- workers
-def fit_worker(x_path: Path, y_path: Path, mode: str, devices: int, out: Path) -> None:
+def fit_worker(
+    x_path: Path, y_path: Path, mode: str, devices: int, threads: int, out: Path
+) -> None:
     """One epoch of LVQMLN; writes ``out/rank<r>.json``."""
     sampler = PeakSampler()
     sampler.start()
@@ -76,7 +78,7 @@ def fit_worker(x_path: Path, y_path: Path, mode: str, devices: int, out: Path) -
 
     from lvqmln_torch import LVQMLN, ArrayDataModule
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // devices))
     imported = rss_anon()
 
     class Steps(Callback):
@@ -163,12 +165,14 @@ def write_data(folder: Path, rows: int, seed: int = 0) -> tuple[Path, Path]:
     return folder / "X.npy", folder / "y.npy"
 
 
-def run_fit(x_path: Path, y_path: Path, mode: str, devices: int) -> list[dict[str, Any]]:
+def run_fit(
+    x_path: Path, y_path: Path, mode: str, devices: int, threads: int
+) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as out:
         env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
         env["LIGHTNING_DISABLE_TIPS"] = "1"
         command = [sys.executable, __file__, "--worker", "fit", str(x_path), str(y_path)]
-        command += [mode, str(devices), out]
+        command += [mode, str(devices), str(threads), out]
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{mode} x{devices} failed:\n{proc.stderr[-4000:]}")
@@ -209,8 +213,9 @@ def render(fits: list[dict[str, Any]], csv: dict[str, Any] | None, meta: dict[st
         f"`{meta['command']}` on {meta['date']}, {meta['machine']}; load average "
         f"{meta['load_start']} at start, {meta['load_end']} at end.",
         "",
-        "One epoch, batch 1024, MLP [256], latent 32, 10 classes, float32 `(rows, 784)` `.npy`; "
-        "per process (the largest over DDP ranks; samples/s is per process):",
+        "One epoch, batch 1024, MLP [256], latent 32, 10 classes, float32 `(rows, 784)` `.npy`, "
+        f"{meta['threads']} torch thread(s) a process; per process (the largest over DDP ranks; "
+        "samples/s is per process):",
         "",
         "| rows | data | processes | peak RssAnon | Trainer.fit to first step | samples/s |",
         "|---:|---|---:|---:|---:|---:|",
@@ -283,7 +288,7 @@ def write_section(path: Path, section: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["--worker", "fit"]:
-        fit_worker(Path(argv[2]), Path(argv[3]), argv[4], int(argv[5]), Path(argv[6]))
+        fit_worker(Path(argv[2]), Path(argv[3]), argv[4], int(argv[5]), int(argv[6]), Path(argv[7]))
         return 0
     if argv[:2] == ["--worker", "csv"]:
         csv_worker(Path(argv[2]), argv[3])
@@ -291,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[2_000_000, 200_000])
     parser.add_argument("--memory-rows", type=int, default=200_000, help="in-memory run up to")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads a process (0: cores / processes)"
+    )
     parser.add_argument("--csv-rows", type=int, default=1_000_000, help="0 skips the CSV part")
     parser.add_argument("--csv-repeats", type=int, default=3)
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
@@ -301,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}",
         "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "threads": args.threads or "cores / processes",
     }
     fits = []
     for rows in sorted(args.rows, reverse=True):
@@ -312,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode, devices in plan:
                 print(f"{rows:,} rows, {mode}, {devices} process(es)", flush=True)
                 worker_mode = "memory" if mode == "in memory" else "mmap"
-                ranks = run_fit(x_path, y_path, worker_mode, devices)
+                ranks = run_fit(x_path, y_path, worker_mode, devices, args.threads)
                 fits.append({"rows": rows, "mode": mode, "devices": devices, "ranks": ranks})
     csv = None
     if args.csv_rows:
