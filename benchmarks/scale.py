@@ -3,7 +3,7 @@ arrays, one process and two-process DDP on CPU, and CSV reading (pyarrow against
 line-by-line reader).
 
     .venv/bin/python benchmarks/scale.py                          # 2M and 200k rows, CSV 1M x 50
-    .venv/bin/python benchmarks/scale.py --rows 200000 20000 --csv-rows 100000   # a quick check
+    .venv/bin/python benchmarks/scale.py --rows 200000 20000 --csv-rows 100000 --repeats 1  # quick
 
 For every size a seeded float32 ``(rows, 784)`` file of 10 Gaussian classes is written to a
 temporary folder (deleted afterwards). Each run is a fresh process (Lightning relaunches it once
@@ -12,9 +12,10 @@ over ``np.load`` of it), ``LVQMLN`` with an MLP ``[256]``, latent 32, 10 classes
 one shuffled epoch. Each process reports the peak of its anonymous memory (``RssAnon`` in
 ``/proc/self/status``, sampled every 5 ms: the mapped file's pages are page cache, not ours),
 the time from calling ``Trainer.fit`` to its first training step, and its samples per second
-from the first step to the end of the epoch. The CSV part times ``read_csv_table`` on a
-``(csv_rows, 50)`` file with pyarrow and with the line-by-line reader, interleaved, median of
-``--csv-repeats`` fresh processes each.
+after the first step (to the end of the epoch). Every configuration runs ``--repeats`` times
+(3), interleaved with the others, and the report gives medians. The CSV part times
+``read_csv_table`` on a ``(csv_rows, 50)`` file with pyarrow and with the line-by-line reader,
+interleaved, median of ``--csv-repeats`` fresh processes each.
 
 Results go to a section of ``benchmarks/RESULTS.md`` (replaced on every run; ``run.py`` keeps
 it), with the command, date and machine.
@@ -215,18 +216,16 @@ def render(fits: list[dict[str, Any]], csv: dict[str, Any] | None, meta: dict[st
         "",
         "One epoch, batch 1024, MLP [256], latent 32, 10 classes, float32 `(rows, 784)` `.npy`, "
         f"{meta['threads']} torch thread(s) a process; per process (the largest over DDP ranks; "
-        "samples/s is per process):",
+        f"samples/s is per process), median of {meta['repeats']} interleaved runs:",
         "",
         "| rows | data | processes | peak RssAnon | Trainer.fit to first step | samples/s |",
         "|---:|---|---:|---:|---:|---:|",
     ]
     for fit in fits:
-        ranks = fit["ranks"]
+        figures = summary(fit)
         lines.append(
-            f"| {fit['rows']:,} | {fit['mode']} | {fit['devices']} "
-            f"| {mb(max(r['peak_anon'] for r in ranks))} "
-            f"| {max(r['first_step_s'] for r in ranks):.2f} s "
-            f"| {statistics.median(r['samples_per_s'] for r in ranks):,.0f} |"
+            f"| {fit['rows']:,} | {fit['mode']} | {fit['devices']} | {mb(figures['peak'])} "
+            f"| {figures['first']:.2f} s | {figures['rate']:,.0f} |"
         )
     lines += ["", *targets(fits)]
     if csv is not None:
@@ -242,12 +241,25 @@ def render(fits: list[dict[str, Any]], csv: dict[str, Any] | None, meta: dict[st
     return "\n".join([*lines, "", END, ""])
 
 
+def summary(fit: dict[str, Any]) -> dict[str, float]:
+    """Medians over a configuration's runs of: the largest peak and time to first step over
+    its ranks, and the median samples/s over its ranks."""
+    runs = fit["runs"]
+    return {
+        "peak": statistics.median(max(r["peak_anon"] for r in ranks) for ranks in runs),
+        "first": statistics.median(max(r["first_step_s"] for r in ranks) for ranks in runs),
+        "rate": statistics.median(
+            statistics.median(r["samples_per_s"] for r in ranks) for ranks in runs
+        ),
+    }
+
+
 def targets(fits: list[dict[str, Any]]) -> list[str]:
     """The issue's targets, checked on this run's figures where it has them."""
 
-    def get(rows: int, mode: str, devices: int) -> list[dict[str, Any]] | None:
+    def get(rows: int, mode: str, devices: int) -> dict[str, float] | None:
         found = [f for f in fits if (f["rows"], f["mode"], f["devices"]) == (rows, mode, devices)]
-        return found[0]["ranks"] if found else None
+        return summary(found[0]) if found else None
 
     sizes = sorted({f["rows"] for f in fits})
     out = []
@@ -255,21 +267,18 @@ def targets(fits: list[dict[str, Any]]) -> list[str]:
     for devices in (1, 2):
         a, b = get(big, "memory-mapped", devices), get(small, "memory-mapped", devices)
         if a and b and big > small:
-            peak = max(r["peak_anon"] for r in a) / max(r["peak_anon"] for r in b)
-            first = max(r["first_step_s"] for r in a) / max(r["first_step_s"] for r in b)
             out.append(
                 f"- {devices} process(es), {big:,} vs {small:,} rows: peak RssAnon ratio "
-                f"{peak:.2f} (target within 1.10, under 1.5 GB: "
-                f"{mb(max(r['peak_anon'] for r in a))}), time to first step ratio {first:.2f} "
-                f"(target within 2, each under 10 s)"
+                f"{a['peak'] / b['peak']:.2f} (target within 1.10; under 1.5 GB: "
+                f"{mb(a['peak'])}), time to first step ratio {a['first'] / b['first']:.2f} "
+                "(target within 2; each under 10 s)"
             )
     for rows in sizes:
         mapped, memory = get(rows, "memory-mapped", 1), get(rows, "in memory", 1)
         if mapped and memory:
-            ratio = mapped[0]["samples_per_s"] / memory[0]["samples_per_s"]
             out.append(
-                f"- {rows:,} rows, 1 process: memory-mapped throughput {ratio:.0%} of in-memory "
-                "(target at least 90%)"
+                f"- {rows:,} rows, 1 process: memory-mapped throughput "
+                f"{mapped['rate'] / memory['rate']:.0%} of in-memory (target at least 90%)"
             )
     return out
 
@@ -296,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[2_000_000, 200_000])
     parser.add_argument("--memory-rows", type=int, default=200_000, help="in-memory run up to")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads a process (0: cores / processes)"
     )
@@ -310,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.python_version()}",
         "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "threads": args.threads or "cores / processes",
+        "repeats": args.repeats,
     }
     fits = []
     for rows in sorted(args.rows, reverse=True):
@@ -318,11 +329,18 @@ def main(argv: list[str] | None = None) -> int:
             plan = [("memory-mapped", 1), ("memory-mapped", 2)]
             if rows <= args.memory_rows:
                 plan.append(("in memory", 1))
-            for mode, devices in plan:
-                print(f"{rows:,} rows, {mode}, {devices} process(es)", flush=True)
-                worker_mode = "memory" if mode == "in memory" else "mmap"
-                ranks = run_fit(x_path, y_path, worker_mode, devices, args.threads)
-                fits.append({"rows": rows, "mode": mode, "devices": devices, "ranks": ranks})
+            runs: dict[tuple[str, int], list[list[dict[str, Any]]]] = {p: [] for p in plan}
+            for repeat in range(args.repeats):  # interleaved: every path sees the same machine
+                for mode, devices in plan:
+                    print(
+                        f"{rows:,} rows, {mode}, {devices} process(es), run {repeat + 1}",
+                        flush=True,
+                    )
+                    worker_mode = "memory" if mode == "in memory" else "mmap"
+                    ranks = run_fit(x_path, y_path, worker_mode, devices, args.threads)
+                    runs[mode, devices].append(ranks)
+            for (mode, devices), done in runs.items():
+                fits.append({"rows": rows, "mode": mode, "devices": devices, "runs": done})
     csv = None
     if args.csv_rows:
         with tempfile.TemporaryDirectory(prefix="lvqmln-csv-") as folder:

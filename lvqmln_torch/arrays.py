@@ -289,8 +289,14 @@ class ArrayData:
         return torch.tensor(x, dtype=self.dtype, device=device)
 
     def _read(self, rows: np.ndarray) -> Tensor:
-        """Rows read from a memory-mapped file as a CPU input tensor (standardised if asked)."""
-        return self._input_tensor(rows, torch.device("cpu"))
+        """Rows read from a memory-mapped file (a new array) as a CPU input tensor in ``dtype``,
+        standardised in ``dtype``: per step, so without the float64 pass of the in-memory path
+        (the values agree to ``dtype``'s rounding)."""
+        x = torch.from_numpy(rows).to(self.dtype)
+        if self.standardize:
+            mean, scale = (torch.as_tensor(v, dtype=self.dtype) for v in (self.mean_, self.scale_))
+            x = (x - mean) / scale
+        return x
 
     def _to_tensors(self, device: torch.device) -> None:
         """Tensors of every split on ``device``; memory-mapped inputs stay on disk and their

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -137,6 +138,8 @@ class MappedBatches(IndexBatches):
     batches as :class:`InMemoryBatches`), but within a batch the samples come in ascending row
     order: a sorted read touches each page of the file once and in sequence. The loss is a mean
     over the batch, so the order within a batch does not change it (beyond float rounding).
+    The next batch is read by a background thread while the current one trains (NumPy's row
+    gather and the page faults run without the GIL), so reads overlap with compute.
 
     Args:
         rows: the inputs, read on demand.
@@ -172,3 +175,14 @@ class MappedBatches(IndexBatches):
         index = index.sort().values
         x = self.read(self.rows.read(index.numpy()))
         return (x, *(t.index_select(0, index) for t in self.tensors))
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        with ThreadPoolExecutor(1, thread_name_prefix="lvqmln-read") as reader:
+            pending = None
+            for index in self.indices(self._next_epoch()):
+                ahead = reader.submit(self.take, index)
+                if pending is not None:
+                    yield pending.result()
+                pending = ahead
+            if pending is not None:
+                yield pending.result()

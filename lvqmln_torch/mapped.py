@@ -122,10 +122,12 @@ class MappedRows:
     def read(self, positions: np.ndarray | None = None) -> np.ndarray:
         """The rows at the sorted ``positions`` of this part (all rows for ``None``) as an
         in-memory ``(len(positions), ...)`` array of the file's dtype."""
+        # np.take on the plain view: half the time of memmap fancy indexing, a plain ndarray out.
+        array = np.asarray(self.array)
         if positions is None:
-            return np.array(self.array if self.index is None else self.array[self.index])
+            return np.array(array) if self.index is None else np.take(array, self.index, axis=0)
         rows = positions if self.index is None else self.index[positions]
-        return self.array[rows]
+        return np.take(array, rows, axis=0)
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(first position, rows)`` in order, each chunk about :data:`CHUNK_BYTES`."""
@@ -136,7 +138,7 @@ class MappedRows:
             if self.index is None:  # a contiguous slice: sequential reads of the file
                 yield start, np.array(self.array[start:stop])
             else:
-                yield start, self.array[self.index[start:stop]]
+                yield start, np.take(np.asarray(self.array), self.index[start:stop], axis=0)
 
 
 def scan(
