@@ -189,9 +189,12 @@ def _read_arrow(
 ) -> tuple[np.ndarray, np.ndarray | None, list[str]] | None:
     """The table read by pyarrow (multithreaded), or ``None`` when it is not clean (see the
     module's docs): the line-by-line reader then reads the file or names the problem."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pa_csv
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pa_csv
+    except ImportError:  # a dependency; without it every file takes the line-by-line reader
+        return None
 
     try:
         table = pa_csv.read_csv(
