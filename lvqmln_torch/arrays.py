@@ -292,6 +292,8 @@ class ArrayData:
         """Rows read from a memory-mapped file (a new array) as a CPU input tensor in ``dtype``,
         standardised in ``dtype``: per step, so without the float64 pass of the in-memory path
         (the values agree to ``dtype``'s rounding)."""
+        if not rows.dtype.isnative:  # a big-endian file: torch takes native byte order only
+            rows = rows.astype(rows.dtype.newbyteorder("="))
         x = torch.from_numpy(rows).to(self.dtype)
         if self.standardize:
             mean, scale = (torch.as_tensor(v, dtype=self.dtype) for v in (self.mean_, self.scale_))

@@ -70,6 +70,17 @@ def test_memory_mapped_validation_and_predict_files_next_to_in_memory_training(f
     assert torch.equal(predicted, torch.as_tensor(X))
 
 
+@pytest.mark.parametrize("dtype", [">f4", "<f8", "int16", "uint16"])
+def test_file_dtypes_and_byte_orders(tmp_path, dtype):
+    X, y = blobs()
+    np.save(tmp_path / "X.npy", X.astype(dtype))
+    data = ArrayData(tmp_path / "X.npy", y, batch_size=64, standardize=True)
+    memory = ArrayData(X.astype(dtype).astype(np.float64), y, batch_size=64, standardize=True)
+    batch, reference = next(iter(data.loader("train"))), next(iter(memory.loader("train")))
+    assert batch[0].dtype == torch.float32
+    torch.testing.assert_close(batch[0], reference[0], rtol=1e-5, atol=1e-5)
+
+
 def test_full_batch_loads_the_file_into_memory(files):
     x_path, y_path, X, _ = files
     data = ArrayData(x_path, y_path)  # batch_size=None: every step needs every row
