@@ -630,6 +630,17 @@ def _walk(tree: Any, prefix: str = "") -> Any:
 
 
 # ---------------------------------------------------------------------------- main
+def kept_sections(path: Path) -> str:
+    """The section of ``path`` that ``scale.py`` writes (between its markers), kept when this
+    report replaces the file."""
+    from scale import BEGIN, END
+
+    text = path.read_text() if path.exists() else ""
+    if BEGIN not in text or END not in text:
+        return ""
+    return "\n" + BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one repeat, 50k-sample figure 3")
@@ -698,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     meta.update(warm_rounds=warm_rounds, epochs=epochs, n_samples=n_samples)
     meta["total_s"] = time.perf_counter() - start
     report = render(results, meta, command, repeats, args.quick)
-    args.output.write_text(report)
+    args.output.write_text(report + kept_sections(args.output))
     if args.json is not None:
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     print(report)

@@ -19,6 +19,7 @@ _LAZY = {
     "ArrayData": ".arrays",
     "BuiltinDataModule": ".datasets",
     "load_builtin": ".datasets",
+    "csv_to_npy": ".csv_read",
     "CNNBackbone": ".backbones",
     "MLPBackbone": ".backbones",
     "LVQMLNClassifier": ".estimator",
@@ -48,6 +49,7 @@ __all__ = [
     "PrototypeHead",
     "PrototypeNetwork",
     "callbacks",
+    "csv_to_npy",
     "explain",
     "explain_plots",
     "export",
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from . import callbacks, explain, explain_plots, export, functional, plotting, rules, validation
     from .arrays import ArrayData
     from .backbones import CNNBackbone, MLPBackbone
+    from .csv_read import csv_to_npy
     from .data import ArrayDataModule
     from .datasets import BuiltinDataModule, load_builtin
     from .estimator import LVQMLNClassifier, from_prosemble

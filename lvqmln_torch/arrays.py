@@ -1,18 +1,21 @@
-"""In-memory arrays for LVQMLN without Lightning: validation, label encoding, splits,
-standardisation, weights, and batches that index whole tensors (no per-sample
-``__getitem__`` and collate). :class:`~lvqmln_torch.data.ArrayDataModule` adds Lightning's hooks;
-the estimator's numpy engine uses :class:`ArrayData` directly."""
+"""Arrays for LVQMLN without Lightning: validation, label encoding, splits, standardisation,
+weights, and batches by index (no per-sample ``__getitem__`` and collate), from arrays in memory
+or memory-mapped ``.npy`` files (:mod:`~lvqmln_torch.mapped`).
+:class:`~lvqmln_torch.data.ArrayDataModule` adds Lightning's hooks; the estimator's numpy engine
+uses :class:`ArrayData` directly."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .batches import InMemoryBatches, MappedBatches
+from .labels import class_weights, encode_labels
+from .mapped import MappedRows, is_memory_mapped, is_path, open_npy, scan
 from .validation import Boolean, Integer, check_n_classes, check_sample_weight, validate
 
 __all__ = ["DATA_CONSTRAINTS", "ArrayData", "InMemoryBatches", "encode_labels", "validate_inputs"]
@@ -27,96 +30,25 @@ DATA_CONSTRAINTS = {
 }
 
 
-class InMemoryBatches:
-    """Batches that index whole tensors at once.
-
-    Each epoch draws one permutation from ``(seed, epoch)`` (identical on every rank, and
-    again after a resume), cuts it into global batches of ``batch_size`` and gives this rank
-    the entries ``rank::world_size`` of each global batch, so a DDP run sees the same global
-    batches as a single-process run.
-
-    Args:
-        tensors: equally long tensors (inputs, labels, optional weights).
-        batch_size: global batch size, ``None`` for the full data set per step.
-        shuffle: reshuffle every epoch.
-        seed: base seed of the shuffling.
-        epoch_fn: returns the current epoch (the trainer's), so shuffles survive a resume.
-        rank: this process's rank.
-        world_size: number of processes.
-    """
-
-    def __init__(
-        self,
-        tensors: Sequence[Tensor],
-        batch_size: int | None = None,
-        shuffle: bool = False,
-        seed: int = 0,
-        epoch_fn: Callable[[], int] | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.tensors = tuple(tensors)
-        self.n = len(self.tensors[0])
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.epoch_fn = epoch_fn
-        self.rank = rank
-        self.world_size = world_size
-        self._epochs_seen = 0
-
-    def __len__(self) -> int:
-        if self.batch_size is None:
-            return 1
-        return math.ceil(self.n / self.batch_size)
-
-    def _shard(self, index: Tensor) -> Tensor:
-        if self.world_size == 1:
-            return index
-        if len(index) < self.world_size:  # too few samples for every rank: wrap around
-            index = index.repeat(math.ceil(self.world_size / len(index)))
-        return index[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        epoch = self.epoch_fn() if self.epoch_fn is not None else self._epochs_seen
-        self._epochs_seen += 1
-        device = self.tensors[0].device
-        if self.batch_size is None and self.world_size == 1:
-            yield self.tensors  # the full batch, without a copy
-            return
-        if self.shuffle and self.batch_size is not None:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(self.n, generator=generator).to(device)
-        else:
-            order = torch.arange(self.n, device=device)
-        size = self.batch_size or self.n
-        for start in range(0, self.n, size):
-            index = self._shard(order[start : start + size])
-            # index_select: the same rows as t[index], gathered about 1.5x faster on CPU.
-            yield tuple(t.index_select(0, index) for t in self.tensors)
-
-
-def encode_labels(y: Any, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Map labels of any sortable type to class indices.
-
-    Returns:
-        ``(indices, classes)`` with ``classes`` sorted and ``classes[indices] == y``.
-
-    Raises:
-        ValueError: for labels outside the given ``classes``.
-    """
-    y = np.asarray(y)
-    if classes is None:
-        classes = np.unique(y)
-    indices = np.searchsorted(classes, y)
-    indices = np.clip(indices, 0, len(classes) - 1)
-    unknown = classes[indices] != y
-    if np.any(unknown):
+def _check_rank_and_size(X: Any, name: str) -> None:
+    if X.ndim not in (2, 4):
         raise ValueError(
-            f"labels {np.unique(y[unknown]).tolist()[:10]} are not among the training classes "
-            f"{classes.tolist()}"
+            f"{name} must be 2-D (n_samples, n_features) for an MLP or 4-D (n, C, H, W) images for a "
+            f"CNN, got shape {X.shape}"
         )
-    return indices.astype(np.int64), classes
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 samples)")
+    if X.size == 0:
+        raise ValueError(f"{name} has no features (shape {X.shape})")
+
+
+def _check_labels(n: int, y: Any, name: str) -> np.ndarray:
+    y = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"labels for {name} must be 1-D, got shape {y.shape}")
+    if len(y) != n:
+        raise ValueError(f"{name} has {n} samples but its labels have {len(y)}")
+    return y
 
 
 def validate_inputs(X: Any, y: Any = None, name: str = "X") -> tuple[np.ndarray, np.ndarray | None]:
@@ -131,63 +63,54 @@ def validate_inputs(X: Any, y: Any = None, name: str = "X") -> tuple[np.ndarray,
         X = np.asarray(X, dtype=np.float64 if np.asarray(X).dtype == np.float64 else np.float32)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be numeric: {err}") from err
-    if X.ndim not in (2, 4):
-        raise ValueError(
-            f"{name} must be 2-D (n_samples, n_features) for an MLP or 4-D (n, C, H, W) images for a "
-            f"CNN, got shape {X.shape}"
-        )
-    if X.shape[0] == 0:
-        raise ValueError(f"{name} is empty (0 samples)")
-    if X.size == 0:
-        raise ValueError(f"{name} has no features (shape {X.shape})")
+    _check_rank_and_size(X, name)
     if not np.all(np.isfinite(X)):
         raise ValueError(f"{name} contains NaN or Inf values; clean or impute them first")
-    if y is None:
-        return X, None
-    y = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"labels for {name} must be 1-D, got shape {y.shape}")
-    if len(y) != len(X):
-        raise ValueError(f"{name} has {len(X)} samples but its labels have {len(y)}")
-    return X, y
+    return X, None if y is None else _check_labels(len(X), y, name)
 
 
-def _class_weights(y_idx: np.ndarray, classes: np.ndarray, class_weight: Any) -> np.ndarray:
-    """Per-class weights: ``'balanced'`` gives ``n / (k · n_c)``; a dict maps labels to weights
-    (missing classes weigh 1)."""
-    k = len(classes)
-    if isinstance(class_weight, str):
-        if class_weight != "balanced":
-            raise ValueError(
-                f"class_weight must be 'balanced', a dict or None, got {class_weight!r}"
-            )
-        counts = np.bincount(y_idx, minlength=k)
-        return len(y_idx) / (k * np.maximum(counts, 1))
-    if isinstance(class_weight, Mapping):
-        unknown = [c for c in class_weight if c not in set(classes.tolist())]
-        if unknown:
-            raise ValueError(
-                f"class_weight has classes {unknown} that are not in the data {classes.tolist()}"
-            )
-        weights = np.array([float(class_weight.get(c, 1.0)) for c in classes.tolist()])
-        if np.any(weights < 0) or not np.all(np.isfinite(weights)):
-            raise ValueError("class_weight values must be finite and non-negative")
-        return weights
-    raise ValueError(f"class_weight must be 'balanced', a dict or None, got {class_weight!r}")
+def validate_mapped(X: np.ndarray, y: Any = None, name: str = "X") -> tuple[MappedRows, Any]:
+    """Check a memory-mapped input array without reading it (rank, size, dtype) and its labels;
+    NaN and Inf are found by :func:`~lvqmln_torch.mapped.scan`.
+
+    Raises:
+        ValueError: for an empty array, a wrong rank, a non-numeric dtype, or lengths that differ.
+    """
+    if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
+        raise ValueError(f"{name} must be numeric (integers or floats), got dtype {X.dtype}")
+    _check_rank_and_size(X, name)
+    if y is not None:
+        y = _check_labels(len(X), y, name)
+    return MappedRows(X), y
+
+
+def _rows(X: np.ndarray | MappedRows, index: np.ndarray) -> np.ndarray | MappedRows:
+    """Rows ``index`` (sorted) of ``X``: a copy in memory, a view of a memory-mapped file."""
+    if isinstance(X, MappedRows):
+        return X if len(index) == len(X) else X.subset(index)
+    return X[index]
 
 
 class ArrayData:
-    """Arrays in, in-memory batches out (no Lightning; see :class:`~lvqmln_torch.ArrayDataModule`).
+    """Arrays in, batches out (no Lightning; see :class:`~lvqmln_torch.ArrayDataModule`).
+
+    Inputs that are memory-mapped (``np.memmap``, ``np.load(path, mmap_mode="r")``, or the path
+    of a ``.npy`` file) stay on disk when ``batch_size`` is set: splits and DDP shards are row
+    numbers, each step reads its rows (in ascending order within a batch), NaN/Inf checks and
+    standardisation statistics read the file in chunks, and ``memory_mapped`` is ``True``. With
+    ``batch_size=None`` they are loaded, as a full batch needs every row at once.
 
     Args:
-        X: ``(n, d)`` features or ``(n, C, H, W)`` images.
-        y: ``(n,)`` labels of any sortable type (mapped to class indices; see ``classes_``).
+        X: ``(n, d)`` features or ``(n, C, H, W)`` images, in memory or memory-mapped (any
+            integer or float dtype), or the path of a ``.npy`` file.
+        y: ``(n,)`` labels of any sortable type (mapped to class indices; see ``classes_``),
+            or the path of a ``.npy`` file (labels are held in memory).
         sample_weight: optional ``(n,)`` non-negative loss weights.
         class_weight: ``'balanced'`` or a dict label → weight; multiplies ``sample_weight``.
         val_size: fraction in (0, 1) or a sample count to split off for validation
             (stratified).
         test_size: the same for the test split.
-        X_val: explicit validation inputs instead of a split.
+        X_val: explicit validation inputs instead of a split (as ``X``: memory-mapped too).
         y_val: their labels.
         X_test: explicit test inputs instead of a split.
         y_test: their labels.
@@ -233,19 +156,20 @@ class ArrayData:
             DATA_CONSTRAINTS,
         )
         batch_size, seed = settings["batch_size"], settings["seed"]
-        X, y = validate_inputs(X, y)
+        self.batch_size = batch_size
+        X, y = self._validate(X, y, "X", "y")
         y_idx, classes = encode_labels(y)
         check_n_classes(len(classes), f"y ({classes.tolist()})")
         weights = None
         if sample_weight is not None:
             weights = check_sample_weight(sample_weight, len(X))
         if class_weight is not None:
-            per_class = _class_weights(y_idx, classes, class_weight)[y_idx]
+            per_class = class_weights(y_idx, classes, class_weight)[y_idx]
             weights = per_class if weights is None else weights * per_class
 
         self.classes_ = classes
         self.n_classes = len(classes)
-        self.batch_size = batch_size
+        self.memory_mapped = isinstance(X, MappedRows)
         self.shuffle = settings["shuffle"]
         self.seed = seed
         self.dtype = dtype
@@ -263,27 +187,27 @@ class ArrayData:
         train = index
         # Rows of X in the training split (PrototypeProjection records these).
         self.train_index_ = train
-        self._arrays: dict[str, tuple[np.ndarray, ...] | None] = {
-            "train": (X[train], y_idx[train], None if weights is None else weights[train]),
+        self._arrays: dict[str, tuple[Any, ...] | None] = {
+            "train": (_rows(X, train), y_idx[train], None if weights is None else weights[train]),
         }
         for name, explicit_x, explicit_y in (("val", X_val, y_val), ("test", X_test, y_test)):
             if splits[name] is not None:
                 part = splits[name]
                 self._arrays[name] = (
-                    X[part],
+                    _rows(X, part),
                     y_idx[part],
                     None if weights is None else weights[part],
                 )
             elif explicit_x is not None:
                 if explicit_y is None:
                     raise ValueError(f"X_{name} needs y_{name}")
-                ex, ey = validate_inputs(explicit_x, explicit_y, name=f"X_{name}")
+                ex, ey = self._validate(explicit_x, explicit_y, f"X_{name}", f"y_{name}")
                 self._check_shape(ex, X, f"X_{name}")
                 self._arrays[name] = (ex, encode_labels(ey, classes)[0], None)
             else:
                 self._arrays[name] = None
         if X_predict is not None:
-            px, _ = validate_inputs(X_predict, name="X_predict")
+            px, _ = self._validate(X_predict, None, "X_predict")
             self._check_shape(px, X, "X_predict")
             self._predict_x = px
         elif self._arrays["test"]:
@@ -294,13 +218,37 @@ class ArrayData:
         self.input_shape = tuple(X.shape[1:]) if X.ndim == 4 else None
         self.n_features = X.shape[1] if X.ndim == 2 else None
         # Standardisation statistics from the training split only.
-        axes = (0,) if X.ndim == 2 else (0, 2, 3)
         train_x = self._arrays["train"][0]
-        self.mean_ = train_x.mean(axis=axes, keepdims=True)[0] if standardize else None
-        std = train_x.std(axis=axes, keepdims=True)[0] if standardize else None
+        self.mean_ = std = None
+        if self.memory_mapped:  # one chunked pass: the finite check and the statistics
+            stats = scan(X, "X", train if standardize else None)
+            if standardize:
+                self.mean_, std = stats
+        elif standardize:
+            axes = (0,) if X.ndim == 2 else (0, 2, 3)
+            self.mean_ = train_x.mean(axis=axes, keepdims=True)[0]
+            std = train_x.std(axis=axes, keepdims=True)[0]
         self.scale_ = np.where(std > 0, std, 1.0) if standardize else None
         self._tensors: dict[str, tuple[Tensor, ...] | None] = {}
         self._to_tensors(torch.device("cpu"))
+
+    def _validate(
+        self, x: Any, y: Any, name: str, label_name: str = "y"
+    ) -> tuple[np.ndarray | MappedRows, np.ndarray | None]:
+        """Validated inputs: a ``.npy`` path is opened as a memory map; a memory-mapped array
+        stays on disk when there is a ``batch_size`` (it is read batch by batch, and checked for
+        NaN and Inf in chunks), else it is loaded, as a full batch needs every row at once.
+        Labels are always held in memory (a ``.npy`` path is loaded)."""
+        if is_path(x):
+            x = open_npy(x, name)
+        if is_path(y):
+            y = np.array(open_npy(y, label_name))
+        if self.batch_size is not None and is_memory_mapped(x):
+            rows, y = validate_mapped(x, y, name)
+            if name != "X":  # X is scanned once its split and statistics are known
+                scan(rows, name)
+            return rows, y
+        return validate_inputs(x, y, name)
 
     @staticmethod
     def _check_shape(x: np.ndarray, reference: np.ndarray, name: str) -> None:
@@ -342,29 +290,48 @@ class ArrayData:
             return torch.as_tensor(self.transform_inputs(x), dtype=self.dtype, device=device)
         return torch.tensor(x, dtype=self.dtype, device=device)
 
+    def _read(self, rows: np.ndarray) -> Tensor:
+        """Rows read from a memory-mapped file (a new array) as a CPU input tensor in ``dtype``,
+        standardised in ``dtype``: per step, so without the float64 pass of the in-memory path
+        (the values agree to ``dtype``'s rounding)."""
+        if not rows.dtype.isnative:  # a big-endian file: torch takes native byte order only
+            rows = rows.astype(rows.dtype.newbyteorder("="))
+        x = torch.from_numpy(rows).to(self.dtype)
+        if self.standardize:
+            mean, scale = (torch.as_tensor(v, dtype=self.dtype) for v in (self.mean_, self.scale_))
+            x = (x - mean) / scale
+        return x
+
     def _to_tensors(self, device: torch.device) -> None:
-        def convert(arrays: tuple[np.ndarray, ...] | None) -> tuple[Tensor, ...] | None:
+        """Tensors of every split on ``device``; memory-mapped inputs stay on disk and their
+        labels and weights on the CPU (a batch is read there, and Lightning moves it)."""
+
+        def inputs(x: np.ndarray | MappedRows) -> Tensor | MappedRows:
+            return x if isinstance(x, MappedRows) else self._input_tensor(x, device)
+
+        def convert(arrays: tuple[Any, ...] | None) -> tuple[Tensor | MappedRows, ...] | None:
             if arrays is None:
                 return None
             x, y, w = arrays
-            out = [
-                self._input_tensor(x, device),
-                torch.as_tensor(y, dtype=torch.long, device=device),
-            ]
+            at = torch.device("cpu") if isinstance(x, MappedRows) else device
+            out = [inputs(x), torch.as_tensor(y, dtype=torch.long, device=at)]
             if w is not None:
-                out.append(torch.as_tensor(w, dtype=self.dtype, device=device))
+                out.append(torch.as_tensor(w, dtype=self.dtype, device=at))
             return tuple(out)
 
         self._tensors = {name: convert(arrays) for name, arrays in self._arrays.items()}
         # Predicting on a split's own array reuses its tensor instead of a second copy.
         same = [n for n, a in self._arrays.items() if a is not None and a[0] is self._predict_x]
         self._tensors["predict"] = (
-            (self._tensors[same[0]][0],) if same else (self._input_tensor(self._predict_x, device),)
+            (self._tensors[same[0]][0],) if same else (inputs(self._predict_x),)
         )
 
     def train_tensors(self) -> tuple[Tensor, ...]:
-        """``(X, y[, w])`` of the training split: inputs after standardisation, class indices."""
-        return self._tensors["train"]
+        """``(X, y[, w])`` of the training split: inputs after standardisation, class indices.
+        Memory-mapped inputs are read here in full (use :meth:`init_sample` or
+        :meth:`loader` to read a bounded part)."""
+        x, *rest = self._tensors["train"]
+        return (self._read(x.read()), *rest) if isinstance(x, MappedRows) else (x, *rest)
 
     def init_sample(self, max_samples: int, seed: int = 0) -> tuple[Tensor, Tensor]:
         """At most ``max_samples`` training samples ``(X, y)`` for the prototype initialisation:
@@ -379,11 +346,13 @@ class ArrayData:
             ``(n, ...)`` inputs after standardisation and ``(n,)`` class indices,
             ``n = min(max_samples, n_train)``.
         """
-        x, y = self.train_tensors()[:2]
+        x, y = self._tensors["train"][:2]
         if len(y) <= max_samples:
-            return x, y
+            return (self._read(x.read()), y) if isinstance(x, MappedRows) else (x, y)
         generator = torch.Generator().manual_seed(seed)
         index = torch.randperm(len(y), generator=generator)[:max_samples].sort().values
+        if isinstance(x, MappedRows):  # only the chosen rows are read
+            return self._read(x.read(index.numpy())), y.index_select(0, index)
         index = index.to(x.device)
         return x.index_select(0, index), y.index_select(0, index)
 
@@ -394,9 +363,10 @@ class ArrayData:
         epoch_fn: Callable[[], int] | None = None,
         rank: int = 0,
         world_size: int = 1,
-    ) -> InMemoryBatches:
+    ) -> InMemoryBatches | MappedBatches:
         """Batches of the ``train``, ``val``, ``test`` or ``predict`` data (see
-        :class:`InMemoryBatches` for the arguments).
+        :class:`~lvqmln_torch.batches.IndexBatches` for the arguments); read from the file at
+        every step for memory-mapped inputs.
 
         Raises:
             ValueError: when there are no such data.
@@ -404,15 +374,12 @@ class ArrayData:
         tensors = self._tensors.get(name)
         if tensors is None:
             raise ValueError(f"this {type(self).__name__} has no {name} data")
-        return InMemoryBatches(
-            tensors,
-            self.batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            epoch_fn=epoch_fn,
-            rank=rank,
-            world_size=world_size,
-        )
+        plan = dict(shuffle=shuffle, seed=self.seed, epoch_fn=epoch_fn, rank=rank)
+        if isinstance(tensors[0], MappedRows):
+            return MappedBatches(
+                tensors[0], tensors[1:], self._read, self.batch_size, **plan, world_size=world_size
+            )
+        return InMemoryBatches(tensors, self.batch_size, **plan, world_size=world_size)
 
     def has(self, name: str) -> bool:
         """Whether there are ``train``, ``val``, ``test`` or ``predict`` data."""

@@ -18,145 +18,16 @@ from torch import Tensor
 from typing_extensions import override
 
 from ._files import atomic_write
+from .csv_read import csv_to_npy, read_csv_table
 from .data import ArrayDataModule
 
-__all__ = ["CsvDataModule", "CsvPredictionWriter", "read_csv_table", "write_predictions_csv"]
-
-
-def _read_rows(
-    path: str | os.PathLike, delimiter: str
-) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, data rows and their line numbers in the file (blank lines skipped)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"CSV file not found: {str(path)!r}")
-    if not path.is_file():
-        raise ValueError(f"{str(path)!r} is not a file")
-    rows, lines = [], []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle, delimiter=delimiter)
-            for row in reader:
-                if row and any(field.strip() for field in row):
-                    rows.append(row)
-                    lines.append(reader.line_num)
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise ValueError(f"{str(path)!r} is not a readable UTF-8 CSV file: {err}") from err
-    if not rows:
-        raise ValueError(f"CSV file {str(path)!r} is empty (it needs a header row and data rows)")
-    header = [name.strip() for name in rows[0]]
-    data, lines = rows[1:], lines[1:]
-    if not data:
-        raise ValueError(f"CSV file {str(path)!r} has a header but no data rows")
-    duplicates = sorted({name for name in header if header.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"CSV file {str(path)!r} has duplicate column names: {duplicates}")
-    for line, row in zip(lines, data):
-        if len(row) != len(header):
-            raise ValueError(
-                f"CSV file {str(path)!r}, line {line}: {len(row)} fields but the header has "
-                f"{len(header)} columns"
-            )
-    return header, data, lines
-
-
-def _numeric_column(
-    values: list[str], name: str, path: str | os.PathLike, lines: list[int]
-) -> np.ndarray:
-    """A column of numeric strings as float64; missing or non-finite values are an error."""
-    column = np.asarray([float(v) if v.strip() else np.nan for v in values], dtype=np.float64)
-    if not np.all(np.isfinite(column)):
-        bad = int(np.flatnonzero(~np.isfinite(column))[0])
-        raise ValueError(
-            f"column {name!r} of {str(path)!r} has a missing or non-finite value "
-            f"(line {lines[bad]}: {values[bad]!r}); clean or impute it first"
-        )
-    return column
-
-
-def _is_number_or_missing(value: str) -> bool:
-    if not value.strip():
-        return True  # a missing value: reported as such by _numeric_column
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _parse_labels(values: list[str], lines: list[int]) -> np.ndarray:
-    """Labels as integers if they all are integers, else as floats if all numeric, else strings."""
-    stripped = [v.strip() for v in values]
-    if any(v == "" for v in stripped):
-        line = lines[stripped.index("")]
-        raise ValueError(f"the target column has an empty value (line {line})")
-    for cast, dtype in ((int, np.int64), (float, np.float64)):
-        try:
-            return np.asarray([cast(v) for v in stripped], dtype=dtype)
-        except ValueError:
-            continue
-    return np.asarray(stripped)
-
-
-def read_csv_table(
-    path: str | os.PathLike,
-    target: str | None = "label",
-    features: Sequence[str] | None = None,
-    delimiter: str = ",",
-    require_target: bool = True,
-) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Read numeric features and (optionally) labels from a CSV file with a header row.
-
-    Args:
-        path: the CSV file.
-        target: name of the label column.
-        features: names of the feature columns; ``None`` means every column but ``target``.
-        delimiter: field separator.
-        require_target: raise if the target column is missing (else labels are ``None``).
-
-    Returns:
-        ``(X, y, feature_names)``: ``X`` of shape ``(n, d)`` as float64, ``y`` of shape
-        ``(n,)`` (ints, floats or strings) or ``None``.
-
-    Raises:
-        FileNotFoundError: if the file does not exist.
-        ValueError: for an empty file, a missing column, a non-numeric or incomplete feature
-            column (named), or rows of the wrong length.
-    """
-    header, rows, lines = _read_rows(path, delimiter)
-    has_target = target is not None and target in header
-    if require_target and not has_target:
-        raise ValueError(
-            f"target column {target!r} not found in {str(path)!r}; its columns are {header}"
-        )
-    if features is None:
-        names = [name for name in header if name != target]
-    else:
-        names = list(features)
-        missing = [name for name in names if name not in header]
-        if missing:
-            raise ValueError(
-                f"feature columns {missing} not found in {str(path)!r}; its columns are {header}"
-            )
-        if target in names:
-            raise ValueError(f"the target column {target!r} cannot also be a feature")
-    if not names:
-        raise ValueError(f"{str(path)!r} has no feature columns besides the target {target!r}")
-    columns = {name: list(values) for name, values in zip(header, zip(*rows))}
-    non_numeric = {}
-    for name in names:
-        bad = next((i for i, v in enumerate(columns[name]) if not _is_number_or_missing(v)), None)
-        if bad is not None:
-            non_numeric[name] = f"line {lines[bad]}: {columns[name][bad]!r}"
-    if non_numeric:
-        details = "; ".join(f"{name!r} ({where})" for name, where in non_numeric.items())
-        raise ValueError(
-            f"non-numeric feature columns in {str(path)!r}: {details}. Leave them out with "
-            "`features`, or encode them as numbers first"
-        )
-    X = np.stack([_numeric_column(columns[name], name, path, lines) for name in names], axis=1)
-    y = _parse_labels(columns[target], lines) if has_target else None
-    return X, y, names
+__all__ = [
+    "CsvDataModule",
+    "CsvPredictionWriter",
+    "csv_to_npy",
+    "read_csv_table",
+    "write_predictions_csv",
+]
 
 
 class CsvDataModule(ArrayDataModule):

@@ -1,4 +1,4 @@
-"""In-memory data for LVQMLN as a Lightning ``LightningDataModule`` (the arrays' validation,
+"""Array data for LVQMLN as a Lightning ``LightningDataModule`` (the arrays' validation,
 encoding, splits and batches are :class:`~lvqmln_torch.arrays.ArrayData`'s)."""
 
 from __future__ import annotations
@@ -9,25 +9,34 @@ import lightning.pytorch as pl
 import torch
 from typing_extensions import override
 
-from .arrays import ArrayData, InMemoryBatches, encode_labels, validate_inputs
+from .arrays import ArrayData, encode_labels, validate_inputs
+from .batches import InMemoryBatches, MappedBatches
 
-__all__ = ["ArrayDataModule", "InMemoryBatches", "encode_labels", "validate_inputs"]
+__all__ = [
+    "ArrayDataModule",
+    "InMemoryBatches",
+    "MappedBatches",
+    "encode_labels",
+    "validate_inputs",
+]
 
 
 class ArrayDataModule(ArrayData, pl.LightningDataModule):
-    """Arrays in, in-memory batches out, as a ``LightningDataModule``: the tensors move to the
-    training device in ``setup`` and the batches follow the trainer's epoch, rank and world
-    size. The arguments are :class:`~lvqmln_torch.arrays.ArrayData`'s."""
+    """Arrays in, batches out, as a ``LightningDataModule``: in-memory tensors move to the
+    training device in ``setup`` (memory-mapped inputs stay on disk and are read per step) and
+    the batches follow the trainer's epoch, rank and world size. The arguments are
+    :class:`~lvqmln_torch.arrays.ArrayData`'s (memory-mapped arrays and ``.npy`` paths
+    included)."""
 
     @override
     def setup(self, stage: str) -> None:
         trainer = self.trainer
-        if self.on_device and trainer is not None:
+        if self.on_device and trainer is not None and not self.memory_mapped:
             device = trainer.strategy.root_device
             if self._tensors["train"][0].device != device:
                 self._to_tensors(device)
 
-    def _loader(self, name: str, shuffle: bool) -> InMemoryBatches:
+    def _loader(self, name: str, shuffle: bool) -> InMemoryBatches | MappedBatches:
         trainer = self.trainer
         if trainer is None:
             return self.loader(name, shuffle)
@@ -40,19 +49,19 @@ class ArrayDataModule(ArrayData, pl.LightningDataModule):
         )
 
     @override
-    def train_dataloader(self) -> InMemoryBatches:
+    def train_dataloader(self) -> InMemoryBatches | MappedBatches:
         return self._loader("train", self.shuffle)
 
     @override
-    def val_dataloader(self) -> InMemoryBatches | list:
+    def val_dataloader(self) -> InMemoryBatches | MappedBatches | list:
         return self._loader("val", False) if self.has("val") else []
 
     @override
-    def test_dataloader(self) -> InMemoryBatches:
+    def test_dataloader(self) -> InMemoryBatches | MappedBatches:
         return self._loader("test", False)
 
     @override
-    def predict_dataloader(self) -> InMemoryBatches:
+    def predict_dataloader(self) -> InMemoryBatches | MappedBatches:
         # Predictions are gathered per rank by the caller; never shard them.
         return self.loader("predict")
 

@@ -26,6 +26,7 @@ from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from lvqmln_torch import LVQMLN, ArrayDataModule
+from lvqmln_torch._files import atomic_write
 
 N_SAMPLES = 96
 N_FEATURES = 5
@@ -60,6 +61,11 @@ CASES: dict[str, dict[str, Any]] = {
     "freeze_backbone_class_weight": {
         "model": {"freeze": ["backbone"], "ema_decay": 0.9},
         "data": {"class_weight": "balanced"},
+    },
+    # The "plain" case with X memory-mapped from a .npy file (read per step, sorted rows).
+    "memmap": {
+        "model": {"lr_scheduler": "exponential_decay", "lr_scheduler_kwargs": {"decay_rate": 0.9}},
+        "data": {"memmap": True},
     },
     "loader_freeze_prototypes": {
         "model": {"freeze": ["prototypes"], "in_features": N_FEATURES, "n_classes": 3},
@@ -112,9 +118,12 @@ def model_class(shard_mean: bool) -> type[LVQMLN]:
     return ShardMeanLVQMLN
 
 
-def fit_case(name: str, devices: int, shard_mean: bool = False) -> dict[str, Any]:
+def fit_case(
+    name: str, devices: int, shard_mean: bool = False, data_dir: Path | None = None
+) -> dict[str, Any]:
     """Fit case ``name`` on ``devices`` CPU processes (``strategy='ddp'`` when more than one),
-    float64 throughout.
+    float64 throughout; a ``memmap`` case writes its ``.npy`` file into ``data_dir`` (every
+    rank the same bytes, atomically).
 
     Returns:
         ``{"init", "final"}`` state dicts (CPU tensors) and ``"epoch_metrics"``.
@@ -141,9 +150,14 @@ def fit_case(name: str, devices: int, shard_mean: bool = False) -> dict[str, Any
         loader = DataLoader(dataset, batch_size=GLOBAL_BATCH // devices, shuffle=False)
         trainer.fit(model, train_dataloaders=loader)
     else:
+        data = dict(spec["data"])
+        if data.pop("memmap", False):
+            path = atomic_write(Path(data_dir) / "X.npy", lambda tmp: np.save(tmp, X))
+            X = np.load(path, mmap_mode="r")
         datamodule = ArrayDataModule(
-            X, y, batch_size=GLOBAL_BATCH, shuffle=True, seed=5, dtype=torch.float64, **spec["data"]
+            X, y, batch_size=GLOBAL_BATCH, shuffle=True, seed=5, dtype=torch.float64, **data
         )
+        assert datamodule.memory_mapped == isinstance(X, np.memmap)
         trainer.fit(model, datamodule=datamodule)
     return {
         "init": {k: v.cpu() for k, v in recorder.init.items()},
@@ -166,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(1000 + int(os.environ.get("LOCAL_RANK", 0)))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for name in args.cases:
-        result = fit_case(name, args.devices)
+        result = fit_case(name, args.devices, data_dir=args.out_dir)
         torch.save(result, args.out_dir / f"{name}_rank{result['rank']}.pt")
     print(f"rank {os.environ.get('LOCAL_RANK', 0)} done", file=sys.stderr)
 

@@ -82,6 +82,14 @@ class Ctx:
         path.write_text(text)
         return str(path)
 
+    def npy(self, array: Any, name: str = "X.npy", truncate: int = 0) -> Path:
+        """``array`` saved as ``name`` (``truncate`` bytes cut off its end)."""
+        path = self.tmp_path / name
+        np.save(path, array)
+        if truncate:
+            os.truncate(path, path.stat().st_size - truncate)
+        return path
+
     def cli(self, *args: str) -> None:
         """Run ``lvqmln`` in-process; it must fail. Status-2 exits are re-raised as the error
         type they print; the run must not have written a checkpoint or predictions."""
@@ -947,6 +955,99 @@ def _inconsistent_estimator_file(c: Ctx) -> Path:
     ),
 )
 def test_corrupt_or_mismatched_checkpoint(ctx, action, error, match):
+    check(ctx, action, error, match)
+
+
+# --------------------------------------------------------------------------- memory-mapped files
+def _npz(c: Ctx) -> Path:
+    np.savez(c.tmp_path / "X.npz", X=X)
+    return c.tmp_path / "X.npz"
+
+
+def _memmap_with_nan(c: Ctx) -> np.memmap:
+    path = c.npy(np.where(np.arange(150)[:, None] == 97, np.nan, X).astype(np.float32))
+    return np.load(path, mmap_mode="r")
+
+
+@cases(
+    (
+        "not-npy",
+        lambda c: ArrayDataModule(c.csv("a,label\n1,0\n"), Y, batch_size=8),
+        ValueError,
+        r"X must be an array or the path of a .npy file \(np.save\), got '.*data.csv'; convert a CSV",
+    ),
+    (
+        "npz-archive",
+        lambda c: ArrayDataModule(_npz(c), Y, batch_size=8),
+        ValueError,
+        r"X must be an array or the path of a .npy file",
+    ),
+    (
+        "missing-file",
+        lambda c: ArrayDataModule(c.tmp_path / "nope.npy", Y, batch_size=8),
+        FileNotFoundError,
+        r"X: file not found: '.*nope.npy'",
+    ),
+    (
+        "missing-labels-file",
+        lambda c: ArrayDataModule(c.npy(X), c.tmp_path / "labels.npy", batch_size=8),
+        FileNotFoundError,
+        r"y: file not found: '.*labels.npy'",
+    ),
+    (
+        "truncated",
+        lambda c: ArrayDataModule(c.npy(X, truncate=100), Y, batch_size=8),
+        ValueError,
+        r"X: '.*X.npy' is truncated: its header describes 4928 bytes but the file has 4828; write it again",
+    ),
+    (
+        "pickled-objects",
+        lambda c: ArrayDataModule(c.npy(np.array([{}] * 150, dtype=object)), Y, batch_size=8),
+        ValueError,
+        r"X: '.*X.npy' is not a readable .npy array: .*Python objects",
+    ),
+    (
+        "strings",
+        lambda c: ArrayDataModule(c.npy(X.astype(str)), Y, batch_size=8),
+        ValueError,
+        r"X must be numeric \(integers or floats\), got dtype <U",
+    ),
+    (
+        "lengths-differ",
+        lambda c: ArrayDataModule(c.npy(X), c.npy(Y[:-1], "y.npy"), batch_size=8),
+        ValueError,
+        r"X has 150 samples but its labels have 149",
+    ),
+    (
+        "rank",
+        lambda c: ArrayDataModule(c.npy(X[:, :, None]), Y, batch_size=8),
+        ValueError,
+        r"X must be 2-D \(n_samples, n_features\) for an MLP or 4-D",
+    ),
+    (
+        "nan",
+        lambda c: ArrayDataModule(_memmap_with_nan(c), Y, batch_size=8),
+        ValueError,
+        r"X \(.*X.npy\) contains NaN or Inf values \(first in row 97\); clean or impute",
+    ),
+    (
+        "nan-in-validation-file",
+        lambda c: ArrayDataModule(
+            X, Y, X_val=_memmap_with_nan(c), y_val=Y, batch_size=8
+        ),  # fmt: skip
+        ValueError,
+        r"X_val \(.*X.npy\) contains NaN or Inf values \(first in row 97\)",
+    ),
+    (
+        "shape-of-validation-file",
+        lambda c: ArrayDataModule(
+            c.npy(X), Y, X_val=c.npy(X[:, :3], "v.npy"), y_val=Y, batch_size=8
+        ),
+        ValueError,
+        r"X_val has per-sample shape \(3,\) but the training data have \(4,\)",
+    ),
+)
+def test_bad_memory_mapped_files(ctx, action, error, match):
     check(ctx, action, error, match)
 
 

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ COMPARABLE = {
     "plain": False,
     "ema_lookahead_bblr": False,
     "freeze_backbone_class_weight": True,
+    "memmap": False,
 }
 ATOL = 1e-8
 
@@ -68,7 +70,10 @@ _references: dict[str, dict[str, Any]] = {}
 
 def single_process(name: str) -> dict[str, Any]:
     if name not in _references:
-        _references[name] = ddp_script.fit_case(name, devices=1, shard_mean=COMPARABLE[name])
+        with tempfile.TemporaryDirectory() as data_dir:
+            _references[name] = ddp_script.fit_case(
+                name, devices=1, shard_mean=COMPARABLE[name], data_dir=Path(data_dir)
+            )
     return _references[name]
 
 
@@ -112,6 +117,14 @@ def test_equals_single_process_run(ddp_results, name):
     ):
         for key, value in ref_epoch.items():
             assert ddp_epoch[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+
+
+def test_memory_mapped_run_equals_the_in_memory_run(ddp_results):
+    """The same DDP run from a memory-mapped .npy file and from memory: the same global
+    batches, so the same weights (up to the summation order within a batch)."""
+    for mapped, memory in zip(ddp_results["memmap"], ddp_results["plain"], strict=True):
+        assert_states_equal(mapped["init"], memory["init"])
+        assert_states_equal(mapped["final"], memory["final"], atol=ATOL)
 
 
 def test_frozen_parts_bit_identical(ddp_results):

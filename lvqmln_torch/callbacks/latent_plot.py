@@ -88,7 +88,10 @@ class LatentSpacePlot(Callback):
 
     def _training_data(self, trainer: pl.Trainer) -> tuple[Tensor, Tensor]:
         datamodule = getattr(trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "train_tensors"):
+        if datamodule is not None and hasattr(datamodule, "init_sample"):
+            # A seeded subset that reads only its own rows (of a memory-mapped file, too).
+            x, y = datamodule.init_sample(self.max_samples, 0)
+        elif datamodule is not None and hasattr(datamodule, "train_tensors"):
             x, y = datamodule.train_tensors()[:2]
         else:
             xs, ys = [], []
