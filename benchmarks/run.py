@@ -46,7 +46,7 @@ PROSEMBLE_VENV = HERE / ".venv-prosemble"
 PROSEMBLE_REQUIREMENT = "prosemble[jax]"
 
 sys.path.insert(0, str(HERE))
-from _common import LARGE, RESULT_PREFIX, mlp_flops_per_sample  # noqa: E402
+from _common import LARGE, RESULT_PREFIX, keep_section, mlp_flops_per_sample  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- environment
@@ -679,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
     meta.update(warm_rounds=warm_rounds, epochs=epochs, n_samples=n_samples)
     meta["total_s"] = time.perf_counter() - start
     report = render(results, meta, command, repeats, args.quick)
+    if args.output.exists():  # keep the section benchmarks/accuracy.py writes
+        report = keep_section(args.output.read_text(), report, "accuracy")
     args.output.write_text(report)
     if args.json is not None:
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))

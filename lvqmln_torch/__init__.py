@@ -25,6 +25,7 @@ _LAZY = {
     "from_prosemble": ".estimator",
     "PrototypeNetwork": ".network",
     "PrototypeHead": ".head",
+    "TrainingStallWarning": ".rules",
 }
 _SUBMODULES = ("functional", "callbacks", "export", "plotting", "validation", "rules")
 
@@ -38,6 +39,7 @@ __all__ = [
     "MLPBackbone",
     "PrototypeHead",
     "PrototypeNetwork",
+    "TrainingStallWarning",
     "callbacks",
     "export",
     "from_prosemble",
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from .head import PrototypeHead
     from .model import LVQMLN
     from .network import PrototypeNetwork
+    from .rules import TrainingStallWarning
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import functional as F
-from .backbones import ACTIVATIONS
+from .backbones import ACTIVATIONS, CNN_HEADS
 from .initializers import check_initializer
 from .network import BACKBONES
 from .optimizers import resolve_optimizer
@@ -39,7 +39,7 @@ from .validation import (
     validate,
 )
 
-__all__ = ["MODULE_CONSTRAINTS", "ModuleConfig", "module_config"]
+__all__ = ["MODULE_CONSTRAINTS", "ModuleConfig", "legacy_hparams", "module_config"]
 
 
 def _check_n_classes(name: str, value: Any) -> int | None:
@@ -60,6 +60,8 @@ MODULE_CONSTRAINTS: dict[str, Callable[[str, Any], Any]] = {
     "latent_activation": Boolean(),
     "channels": IntegerList(1),
     "kernel_sizes": IntegerList(1),
+    "cnn_head": Options(CNN_HEADS, noun="CNN heads"),
+    "standardize_input": Boolean(),
     "n_prototypes_per_class": Check(check_n_prototypes_per_class),
     "prototypes_initializer_kwargs": Keywords(),
     "beta": Real(0.0),
@@ -115,6 +117,22 @@ def _check_initial_prototypes(prototypes: Any, labels: Any, latent_dim: int) -> 
             f"got {labels!r}"
         )
     return prototypes.tolist(), labels.tolist()
+
+
+def legacy_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyperparameters saved before the CNN had ``cnn_head`` (checkpoints and estimator files
+    of 0.1.x), completed with what they meant then: a CNN with upstream's global-average head
+    on raw inputs, ``activation=None`` meaning relu and ``bb_lr=None`` meaning ``lr``. Newer
+    hyperparameters are returned unchanged (as a new dict)."""
+    params = dict(hparams)
+    if "cnn_head" in params:
+        return params
+    params.update(cnn_head="mean", standardize_input=False)
+    if params.get("backbone") == "cnn":
+        params["activation"] = params.get("activation") or "relu"
+        if params.get("bb_lr") is None and params.get("lr") is not None:
+            params["bb_lr"] = params["lr"]
+    return params
 
 
 def module_config(arguments: Mapping[str, Any]) -> ModuleConfig:

@@ -17,9 +17,9 @@ from torchmetrics import MeanMetric
 from typing_extensions import override
 
 from . import functional as F
-from .config import module_config
+from .config import legacy_hparams, module_config
 from .metrics import WeightedMean
-from .network import PrototypeNetwork, build_parts
+from .network import PrototypeNetwork, backbone_lr, build_parts
 from .optimizers import OPTIMIZERS, build_optimizer, parameter_groups
 from .rules import nonfinite_loss_error
 from .schedules import ScheduleLR
@@ -48,10 +48,16 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         classes: the original labels, in class-index order (any sortable values).
         hidden_sizes: MLP hidden layer widths.
         latent_dim: dimension of the latent space.
-        activation: backbone activation (default sigmoid for MLP, relu for CNN).
+        activation: backbone activation; ``None``: the backbone's default (sigmoid for the
+            MLP, as upstream; tanh for the CNN, see ``docs/images.md``).
         latent_activation: apply the activation after the last backbone layer.
         channels: CNN output channels per conv layer.
         kernel_sizes: CNN kernel size per conv layer.
+        cnn_head: ``"flatten"`` (2×2 max-pool, flatten, linear: ours) or ``"mean"`` (global
+            average pooling, linear: upstream's), see :class:`~lvqmln_torch.CNNBackbone`.
+        standardize_input: CNN only: standardise the pixels with one global mean and standard
+            deviation measured on the sample the prototypes are initialised from, kept in the
+            ``state_dict`` (``backbone.input_mean`` / ``backbone.input_std``) and exported.
         n_prototypes_per_class: int, list indexed by class, or dict class → count.
         prototypes_initializer: name (see :mod:`lvqmln_torch.initializers`) or callable
             ``(z, y, n_per_class, generator) -> (prototypes, labels)``.
@@ -64,7 +70,9 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         optimizer: name, dotted path or ``torch.optim.Optimizer`` subclass.
         optimizer_kwargs: extra keyword arguments of the optimizer.
         lr: learning rate (of the prototypes, and of the backbone unless ``bb_lr``).
-        bb_lr: backbone learning rate: a second parameter group of the same optimizer.
+        bb_lr: backbone learning rate: a second parameter group of the same optimizer;
+            ``None``: ``lr`` for the MLP (as upstream), ``0.3 · lr`` for the CNN (see
+            :data:`~lvqmln_torch.network.DEFAULT_BB_LR_FACTOR`).
         lr_scheduler: one of the nine upstream schedules, stepped per optimizer step.
         lr_scheduler_kwargs: the schedule's keyword arguments (upstream names).
         freeze: ``["backbone"]`` and/or ``["prototypes"]``: kept bit-identical.
@@ -88,6 +96,8 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         latent_activation: bool = True,
         channels: Sequence[int] = (16, 32),
         kernel_sizes: Sequence[int] = (3, 3),
+        cnn_head: str = "flatten",
+        standardize_input: bool = True,
         n_prototypes_per_class: int | Sequence[int] | Mapping[Any, int] = 1,
         prototypes_initializer: str | Callable = "stratified_random",
         prototypes_initializer_kwargs: Mapping[str, Any] | None = None,
@@ -237,6 +247,14 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith("_custom_backbone.")]:
             del state[key]
+        # Checkpoints of 0.1.x predate cnn_head: their CNN is upstream's, rebuilt as such.
+        saved = checkpoint.get("hyper_parameters", {})
+        if "cnn_head" not in saved and self.hparams.backbone == "cnn":
+            legacy = legacy_hparams(saved)
+            keys = ("cnn_head", "standardize_input", "activation", "bb_lr")
+            self.hparams.update({key: legacy[key] for key in keys})
+            if self.is_built:
+                self._build()
         if self._trainer is not None and self.is_built:
             from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision
 
@@ -248,9 +266,9 @@ class LVQMLN(PrototypeNetwork, LightningModule):
 
     @override
     def configure_callbacks(self) -> list[Callback]:
-        from .callbacks import ExponentialMovingAverage, Lookahead
+        from .callbacks import ExponentialMovingAverage, Lookahead, StallDetection
 
-        callbacks: list[Callback] = []
+        callbacks: list[Callback] = [StallDetection()]
         if self.hparams.lookahead is not None:
             callbacks.append(Lookahead(**self.hparams.lookahead))
         if self.hparams.ema_decay is not None:
@@ -260,7 +278,7 @@ class LVQMLN(PrototypeNetwork, LightningModule):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups (see :func:`~lvqmln_torch.optimizers.parameter_groups`)."""
         hp = self.hparams
-        return parameter_groups(self.prototypes, self.backbone, hp.lr, hp.bb_lr, hp.freeze)
+        return parameter_groups(self.prototypes, self.backbone, hp.lr, backbone_lr(hp), hp.freeze)
 
     @property
     def elementwise_optimizer(self) -> bool:
@@ -288,8 +306,9 @@ class LVQMLN(PrototypeNetwork, LightningModule):
 
     # ------------------------------------------------------------------ initialisation
     def _initialize_from_data(self, x: Tensor, y: Tensor) -> None:
-        """Initialise the prototypes from the untrained backbone's latent codes of ``x``; seeded,
-        and broadcast from rank 0 so every rank starts identical."""
+        """Initialise the prototypes (and a CNN's input statistics) from the untrained
+        backbone's codes of ``x``; seeded, and broadcast from rank 0 so every rank starts
+        identical."""
         hp = self.hparams
         prototypes, labels = self.initialize_from(
             x,
@@ -299,7 +318,14 @@ class LVQMLN(PrototypeNetwork, LightningModule):
             hp.seed,
         )
         if self._trainer is not None and self.trainer.world_size > 1:
-            prototypes, labels = self.trainer.strategy.broadcast((prototypes, labels), src=0)
+            # The input statistics too (measured on each rank's shard by initialize_from).
+            buffers = self.input_statistics()
+            prototypes, labels, statistics = self.trainer.strategy.broadcast(
+                (prototypes, labels, [b.detach().clone() for b in buffers]), src=0
+            )
+            with torch.no_grad():
+                for buffer, value in zip(buffers, statistics):
+                    buffer.copy_(value)
         self.set_prototypes(prototypes, labels)
 
     # ------------------------------------------------------------------ steps

@@ -7,6 +7,7 @@ from .latent_plot import LatentSpacePlot
 from .lookahead import Lookahead
 from .patience import PatienceStopping
 from .restore_best import RestoreBest
+from .stall import StallDetection
 
 __all__ = [
     "ExponentialMovingAverage",
@@ -16,5 +17,6 @@ __all__ = [
     "PatienceStopping",
     "RestoreBest",
     "ShadowWeights",
+    "StallDetection",
     "evaluation_state",
 ]
