@@ -36,6 +36,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/accuracy.py --write
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict turns every warning into an error.
 $(DOCS_STAMP): $(STAMP) pyproject.toml

@@ -30,6 +30,7 @@ CONFIGS = {
     "upstream relu": {**UPSTREAM, "activation": "relu", "bb_lr": 0.01},
     "upstream sigmoid": {**UPSTREAM, "activation": "sigmoid", "bb_lr": 0.01},
     "upstream tanh": {**UPSTREAM, "activation": "tanh", "bb_lr": 0.01},
+    "ours, sigmoid": {"activation": "sigmoid"},
     "ours, bb_lr = lr": {"bb_lr": 0.01},
     "ours (defaults)": {},
 }
