@@ -227,11 +227,12 @@ class CNNBackbone(nn.Module):
         if not self.standardize or len(x) == 0:
             return
         total = squares = torch.zeros((), dtype=torch.float64)
+        count = 0
         for i in range(0, len(x), chunk):
             part = torch.as_tensor(x[i : i + chunk]).to(torch.float64).cpu()
             total = total + part.sum()
             squares = squares + (part * part).sum()
-        count = x.numel()
+            count += part.numel()
         mean = total / count
         std = torch.sqrt(torch.clamp(squares / count - mean * mean, min=0.0))
         self.input_mean.fill_(float(mean))
