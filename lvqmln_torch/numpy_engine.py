@@ -378,9 +378,9 @@ def fit_numpy(
             if verbose and ((epoch + 1) % report_every == 0 or should_stop):
                 val = f", val_loss {history.val[-1]:.6g}" if history.val else ""
                 print(f"epoch {epoch + 1}/{max_epochs}: train_loss {train_loss:.6g}{val}")
-            stall.record(train_loss)
+            stall.record(train_loss, step)
             if stall.due(last=should_stop or epoch == max_epochs - 1):
-                counts = np.bincount(data.train_tensors()[1].numpy())
+                counts = np.bincount(data.train_tensors()[1].cpu().numpy())
                 message = stall.check(engine.train_accuracy(), counts.max() / counts.sum())
                 if message is not None:
                     warnings.warn(message, TrainingStallWarning, stacklevel=2)

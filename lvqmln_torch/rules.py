@@ -218,10 +218,12 @@ class TrainingStallWarning(UserWarning):
 
 
 class StallRule:
-    """Detects a stalled training: at the end of epoch ``after`` (and at the end of the fit,
-    if it has run at least 3 epochs), the training accuracy is at most the largest class's
-    share plus ``tolerance`` (what predicting one class for every sample scores) and the
-    epoch loss moved by less than ``flat`` since the epoch before. It fires once.
+    """Detects a stalled training: once, when at least ``after`` epochs and ``min_steps``
+    optimizer steps are done (so a full-batch fit is not judged after its first few steps),
+    and again at the end of a fit of at least 3 epochs, the training accuracy is at most the
+    largest class's share plus ``tolerance`` (what predicting one class for every sample
+    scores) and the epoch loss moved by less than ``flat`` since the epoch before. It fires
+    once.
 
     The typical cause is latent collapse: the untrained backbone maps every input to almost
     the same code, the prototypes initialised from those codes are almost equal, and the first
@@ -229,32 +231,44 @@ class StallRule:
     (the loss flat at the transfer of 0), with no gradient to recover from.
 
     Args:
-        after: the epoch (1-based) of the first check.
+        after: the fewest epochs before the first check.
         tolerance: accuracy above the largest class's share that still counts as chance.
         flat: the largest change of the epoch loss that counts as flat.
+        min_steps: the fewest optimizer steps before the first check.
     """
 
-    def __init__(self, after: int = 5, tolerance: float = 0.02, flat: float = 0.01) -> None:
+    def __init__(
+        self, after: int = 5, tolerance: float = 0.02, flat: float = 0.01, min_steps: int = 50
+    ) -> None:
         self.after = Integer(1)("after", after)
         self.tolerance = Real(0.0)("tolerance", tolerance)
         self.flat = Real(0.0)("flat", flat)
+        self.min_steps = Integer(0)("min_steps", min_steps)
         self.previous: float | None = None
         self.change: float | None = None
         self.epochs = 0
+        self.steps = 0
+        self.early_checked = False
         self.fired = False
 
-    def record(self, loss: float) -> None:
-        """Record one epoch's loss (every epoch)."""
+    def record(self, loss: float, steps: int) -> None:
+        """Record one epoch's loss (every epoch) and the optimizer steps done so far."""
         if self.previous is not None:
             self.change = abs(float(loss) - self.previous)
         self.previous = float(loss)
         self.epochs += 1
+        self.steps = int(steps)
 
     def due(self, last: bool) -> bool:
         """Whether to check after the epoch just recorded (``last``: the fit's final epoch)."""
         if self.fired or self.change is None:
             return False
-        return self.epochs == self.after or (last and self.epochs >= 3)
+        if last:
+            return self.epochs >= 3
+        if self.early_checked or self.epochs < self.after or self.steps < self.min_steps:
+            return False
+        self.early_checked = True
+        return True
 
     def check(self, accuracy: float, majority: float) -> str | None:
         """The warning's message when training stalled (once), else ``None``.

@@ -17,22 +17,25 @@ __all__ = ["StallDetection"]
 
 class StallDetection(Callback):
     """Warn once, with a :class:`~lvqmln_torch.rules.TrainingStallWarning` naming the likely
-    causes, when training stalls (:class:`~lvqmln_torch.rules.StallRule`): after epoch
-    ``after`` and at the end of the fit, a training accuracy no better than predicting the
-    largest class and a flat training loss. :class:`~lvqmln_torch.LVQMLN` adds it by default;
+    causes, when training stalls (:class:`~lvqmln_torch.rules.StallRule`): after ``after``
+    epochs and ``min_steps`` optimizer steps, and at the end of the fit, a training accuracy no
+    better than predicting the largest class and a flat training loss. :class:`~lvqmln_torch.LVQMLN` adds it by default;
     silence it with ``warnings.filterwarnings("ignore", category=TrainingStallWarning)``.
 
     The largest class's share is counted from the labels of the first training epoch's
     batches (on each rank); the module logs ``train_loss`` and ``train_acc``.
 
     Args:
-        after: the epoch (1-based) of the first check.
+        after: the fewest epochs before the first check.
         tolerance: accuracy above the largest class's share that still counts as chance.
         flat: the largest change of the epoch loss that counts as flat.
+        min_steps: the fewest optimizer steps before the first check.
     """
 
-    def __init__(self, after: int = 5, tolerance: float = 0.02, flat: float = 0.01) -> None:
-        self.rule = StallRule(after, tolerance, flat)
+    def __init__(
+        self, after: int = 5, tolerance: float = 0.02, flat: float = 0.01, min_steps: int = 50
+    ) -> None:
+        self.rule = StallRule(after, tolerance, flat, min_steps)
         self._counts: torch.Tensor | None = None
 
     @override
@@ -66,7 +69,7 @@ class StallDetection(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if "train_loss" not in trainer.callback_metrics:
             return
-        self.rule.record(float(trainer.callback_metrics["train_loss"]))
+        self.rule.record(float(trainer.callback_metrics["train_loss"]), trainer.global_step)
         if self.rule.due(last=False):
             self._check(trainer)
 
