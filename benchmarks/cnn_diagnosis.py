@@ -2,7 +2,7 @@
 
 For upstream's CNN (global-average head, raw inputs, relu, ``bb_lr = lr``), the same with
 sigmoid and tanh, and our defaults (flatten head, inputs standardised inside the model, tanh,
-``bb_lr = 0.3 lr``), on digits as ``(n, 1, 8, 8)`` images under three pixel scalings, it
+``bb_lr = 0.3 lr``) and two variants of them (sigmoid; ``bb_lr = lr``), on digits as ``(n, 1, 8, 8)`` images under three pixel scalings, it
 prints at initialisation: the spread of the latent codes (mean per-dimension standard
 deviation), the mean distance between the initial prototypes, the gradient norms of the first
 batch; and after 1 and 5 epochs: the share of samples with ``|μ| < 0.05`` (μ ≈ 0: every
@@ -10,7 +10,8 @@ prototype equally far), the training loss and the training accuracy. Everything 
 library (``module_arguments`` → ``PrototypeNetwork``, its initialisation and parameter groups);
 the loop is a plain Adam loop over batches of 64.
 
-Usage: ``.venv/bin/python benchmarks/cnn_diagnosis.py`` (about a minute on 2 cores).
+Usage: ``.venv/bin/python benchmarks/cnn_diagnosis.py`` (a few minutes on 2 cores; the
+table it prints is in ``docs/images.md``).
 """
 
 from __future__ import annotations

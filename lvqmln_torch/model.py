@@ -318,14 +318,13 @@ class LVQMLN(PrototypeNetwork, LightningModule):
             hp.seed,
         )
         if self._trainer is not None and self.trainer.world_size > 1:
-            # The input statistics too (measured on each rank's shard by initialize_from).
-            buffers = self.input_statistics()
-            prototypes, labels, statistics = self.trainer.strategy.broadcast(
-                (prototypes, labels, [b.detach().clone() for b in buffers]), src=0
+            # The CNN's input statistics too: initialize_from measured them on this rank's shard.
+            statistics = self.input_statistics()
+            prototypes, labels, *values = self.trainer.strategy.broadcast(
+                [prototypes, labels, *(s.clone() for s in statistics)], src=0
             )
-            with torch.no_grad():
-                for buffer, value in zip(buffers, statistics):
-                    buffer.copy_(value)
+            for buffer, value in zip(statistics, values):
+                buffer.copy_(value)
         self.set_prototypes(prototypes, labels)
 
     # ------------------------------------------------------------------ steps
