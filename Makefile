@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(if $(TORCH_PIN),$(PIP) install -q "$(TORCH_PIN)")
 	$(PIP) install -q -e ".[test]"
+	# LitData (the `stream` extra) for tests/test_streaming.py, without its torchvision
+	# dependency, which would replace the pinned torch; litdata runs without it.
+	$(PIP) install -q --no-deps "litdata>=0.2.50"
+	$(PIP) install -q filelock boto3 requests tifffile obstore
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -37,6 +41,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/accuracy.py --write
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict turns every warning into an error.
 $(DOCS_STAMP): $(STAMP) pyproject.toml

@@ -78,3 +78,24 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
     start = time.perf_counter()
     out = fn(*args, **kwargs)
     return time.perf_counter() - start, out
+
+
+def replace_section(text: str, name: str, section: str) -> str:
+    """``text`` with the block between ``<!-- name:start -->`` and ``<!-- name:end -->``
+    replaced by ``section`` (appended when there is none), so scripts that write one section of
+    a report leave the others alone."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{section.rstrip()}\n{end}\n"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        return before + block + rest.split(end, 1)[1].lstrip("\n")
+    return text.rstrip("\n") + ("\n\n" if text.strip() else "") + block
+
+
+def keep_section(old: str, new: str, name: str) -> str:
+    """``new`` with the ``name`` block of ``old`` carried over (see :func:`replace_section`)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in old or end not in old:
+        return new
+    block = old.split(start, 1)[1].split(end, 1)[0]
+    return replace_section(new, name, block)

@@ -48,7 +48,7 @@ PROSEMBLE_VENV = HERE / ".venv-prosemble"
 PROSEMBLE_REQUIREMENT = "prosemble[jax]"
 
 sys.path.insert(0, str(HERE))
-from _common import LARGE, RESULT_PREFIX, mlp_flops_per_sample  # noqa: E402
+from _common import LARGE, RESULT_PREFIX, keep_section, mlp_flops_per_sample  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- environment
@@ -630,15 +630,8 @@ def _walk(tree: Any, prefix: str = "") -> Any:
 
 
 # ---------------------------------------------------------------------------- main
-def kept_sections(path: Path) -> str:
-    """The section of ``path`` that ``scale.py`` writes (between its markers), kept when this
-    report replaces the file."""
-    from scale import BEGIN, END
-
-    text = path.read_text() if path.exists() else ""
-    if BEGIN not in text or END not in text:
-        return ""
-    return "\n" + BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
+# The sections other scripts write into RESULTS.md (see _common.replace_section): kept.
+KEPT_SECTIONS = ("projection", "scale", "accuracy")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -709,7 +702,11 @@ def main(argv: list[str] | None = None) -> int:
     meta.update(warm_rounds=warm_rounds, epochs=epochs, n_samples=n_samples)
     meta["total_s"] = time.perf_counter() - start
     report = render(results, meta, command, repeats, args.quick)
-    args.output.write_text(report + kept_sections(args.output))
+    if args.output.exists():  # keep the sections the other benchmark scripts write
+        old = args.output.read_text()
+        for name in KEPT_SECTIONS:
+            report = keep_section(old, report, name)
+    args.output.write_text(report)
     if args.json is not None:
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     print(report)

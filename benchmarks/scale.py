@@ -41,8 +41,11 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import replace_section  # noqa: E402
+
 FEATURES, CLASSES, BATCH = 784, 10, 1024
-BEGIN, END = "<!-- scale.py: begin -->", "<!-- scale.py: end -->"
+SECTION = "scale"  # its block of RESULTS.md (see _common.replace_section)
 
 
 def rss_anon() -> int:
@@ -208,7 +211,6 @@ def mb(n: float) -> str:
 
 def render(fits: list[dict[str, Any]], csv: dict[str, Any] | None, meta: dict[str, Any]) -> str:
     lines = [
-        BEGIN,
         "## Data larger than memory (`benchmarks/scale.py`)",
         "",
         f"`{meta['command']}` on {meta['date']}, {meta['machine']}; load average "
@@ -238,7 +240,7 @@ def render(fits: list[dict[str, Any]], csv: dict[str, Any] | None, meta: dict[st
             f"(peak RssAnon {mb(peaks['pyarrow'])}), line-by-line {slow:.2f} s "
             f"(peak {mb(peaks['line-by-line'])}): **{slow / fast:.1f}x faster**.",
         ]
-    return "\n".join([*lines, "", END, ""])
+    return "\n".join(lines)
 
 
 def summary(fit: dict[str, Any]) -> dict[str, float]:
@@ -281,17 +283,6 @@ def targets(fits: list[dict[str, Any]]) -> list[str]:
                 f"{mapped['rate'] / memory['rate']:.0%} of in-memory (target at least 90%)"
             )
     return out
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) this benchmark's section of ``path``."""
-    text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             }
     meta["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     section = render(fits, csv, meta)
-    write_section(args.output, section)
+    text = args.output.read_text() if args.output.exists() else ""
+    args.output.write_text(replace_section(text, SECTION, section))
     print(section)
     print(f"written to {args.output}")
     return 0

@@ -26,6 +26,7 @@ _LAZY = {
     "from_prosemble": ".estimator",
     "PrototypeNetwork": ".network",
     "PrototypeHead": ".head",
+    "TrainingStallWarning": ".rules",
 }
 _SUBMODULES = (
     "functional",
@@ -48,6 +49,7 @@ __all__ = [
     "MLPBackbone",
     "PrototypeHead",
     "PrototypeNetwork",
+    "TrainingStallWarning",
     "callbacks",
     "csv_to_npy",
     "explain",
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
     from .head import PrototypeHead
     from .model import LVQMLN
     from .network import PrototypeNetwork
+    from .rules import TrainingStallWarning
 
 
 def __getattr__(name: str) -> Any:

@@ -2,6 +2,7 @@
 
 Both follow the upstream (prosemble) reference: Glorot-uniform weights, zero biases and the
 activation applied after every layer, the last one included (``latent_activation=True``).
+The CNN also has our head and input standardisation, which the module uses by default.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from torch import Tensor, nn
 
 from .validation import Integer
 
-__all__ = ["ACTIVATIONS", "CNNBackbone", "MLPBackbone", "get_activation", "glorot_uniform_"]
+__all__ = [
+    "ACTIVATIONS",
+    "CNN_HEADS",
+    "CNNBackbone",
+    "MLPBackbone",
+    "get_activation",
+    "glorot_uniform_",
+]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -117,9 +125,20 @@ class MLPBackbone(nn.Module):
         return x
 
 
+CNN_HEADS = ("flatten", "mean")
+
+
 class CNNBackbone(nn.Module):
-    """Convolutional backbone: conv (stride 1, SAME padding) + bias + act per layer, global
-    average pooling over H and W, a linear head to ``latent_dim`` and the activation.
+    """Convolutional backbone: conv (stride 1, SAME padding) + bias + act per layer, a head to
+    ``latent_dim`` and the activation.
+
+    The class defaults are upstream's reference architecture (the parity tests run it):
+    ``head="mean"`` (global average pooling over H and W, then a linear layer) and raw inputs.
+    ``LVQMLN(backbone="cnn")`` and the estimator build ours instead (see
+    :data:`~lvqmln_torch.estimator_params.CNN_DEFAULTS` and ``docs/images.md``):
+    ``head="flatten"`` (a 2×2 max-pool, then a linear layer over every pooled pixel and
+    channel) and ``standardize=True``, which keeps the spatial layout that global averaging
+    throws away and makes the network independent of the pixel scale.
 
     Args:
         input_shape: ``(C, H, W)`` of the images.
@@ -129,6 +148,12 @@ class CNNBackbone(nn.Module):
         activation: one of :data:`ACTIVATIONS`.
         latent_activation: apply the activation after the linear head.
         generator: optional generator for a reproducible initialisation.
+        head: ``"mean"`` (global average pooling) or ``"flatten"`` (2×2 max-pooling, a
+            window of 1 along a side of 1 pixel, then flatten).
+        standardize: subtract one global mean and divide by one global standard deviation
+            of the pixels (scalar buffers ``input_mean`` and ``input_std``, in the
+            ``state_dict``), measured by :meth:`set_input_statistics` on the sample the
+            prototypes are initialised from; 0 and 1 until then.
 
     Shapes:
         ``(n, C, H, W)`` → ``(n, latent_dim)``.
@@ -143,6 +168,8 @@ class CNNBackbone(nn.Module):
         activation: str = "relu",
         latent_activation: bool = True,
         generator: torch.Generator | None = None,
+        head: str = "mean",
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         if len(input_shape) != 3:
@@ -154,11 +181,18 @@ class CNNBackbone(nn.Module):
                 f"channels and kernel_sizes must have the same length, got {len(channels)} "
                 f"and {len(kernel_sizes)}"
             )
+        if head not in CNN_HEADS:
+            raise ValueError(f"Unknown CNN head {head!r}. Valid heads: {', '.join(CNN_HEADS)}")
         self.input_shape = tuple(int(s) for s in input_shape)
         self.latent_dim = _positive_int("latent_dim", latent_dim)
         self.activation = get_activation(activation)
         self.latent_activation = latent_activation
-        c_in = self.input_shape[0]
+        self.head_kind = head
+        self.standardize = bool(standardize)
+        if self.standardize:
+            self.register_buffer("input_mean", torch.tensor(0.0))
+            self.register_buffer("input_std", torch.tensor(1.0))
+        c_in, height, width = self.input_shape
         convs = []
         for c_out, k in zip(channels, kernel_sizes):
             c_out = _positive_int("channels entries", c_out)
@@ -166,7 +200,13 @@ class CNNBackbone(nn.Module):
             convs.append(nn.Conv2d(c_in, c_out, kernel_size=k, stride=1, padding="same"))
             c_in = c_out
         self.convs = nn.ModuleList(convs)
-        self.head = nn.Linear(c_in, self.latent_dim)
+        if head == "flatten":
+            window = (min(2, height), min(2, width))
+            self.pool: nn.Module | None = nn.MaxPool2d(window)
+            features = c_in * (height // window[0]) * (width // window[1])
+        else:
+            self.pool, features = None, c_in
+        self.head = nn.Linear(features, self.latent_dim)
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -179,13 +219,35 @@ class CNNBackbone(nn.Module):
         glorot_uniform_(self.head.weight, self.head.in_features, self.head.out_features, generator)
         nn.init.zeros_(self.head.bias)
 
+    @torch.no_grad()
+    def set_input_statistics(self, x: Tensor, chunk: int = 65536) -> None:
+        """Measure the global pixel mean and standard deviation of ``x`` ``(n, C, H, W)`` (in
+        float64, ``chunk`` samples at a time) into ``input_mean`` / ``input_std``; a constant
+        input keeps the standard deviation 1. Does nothing without ``standardize``."""
+        if not self.standardize or len(x) == 0:
+            return
+        total = squares = torch.zeros((), dtype=torch.float64)
+        count = 0
+        for i in range(0, len(x), chunk):
+            part = torch.as_tensor(x[i : i + chunk]).to(torch.float64).cpu()
+            total = total + part.sum()
+            squares = squares + (part * part).sum()
+            count += part.numel()
+        mean = total / count
+        std = torch.sqrt(torch.clamp(squares / count - mean * mean, min=0.0))
+        self.input_mean.fill_(float(mean))
+        self.input_std.fill_(float(std) if float(std) > 1e-12 * max(1.0, abs(float(mean))) else 1.0)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"CNNBackbone expects images of shape (n, {', '.join(map(str, self.input_shape))}),"
                 f" got {tuple(x.shape)}"
             )
+        if self.standardize:
+            x = (x - self.input_mean) / self.input_std
         for conv in self.convs:
             x = self.activation(conv(x))
-        x = self.head(x.mean(dim=(2, 3)))
+        x = self.pool(x).flatten(1) if self.pool is not None else x.mean(dim=(2, 3))
+        x = self.head(x)
         return self.activation(x) if self.latent_activation else x

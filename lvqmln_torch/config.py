@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import functional as F
-from .backbones import ACTIVATIONS
+from .backbones import ACTIVATIONS, CNN_HEADS
 from .initializers import check_initializer
 from .network import BACKBONES
 from .optimizers import resolve_optimizer
@@ -39,7 +39,14 @@ from .validation import (
     validate,
 )
 
-__all__ = ["INIT_SAMPLE_SIZE", "MODULE_CONSTRAINTS", "ModuleConfig", "module_config"]
+__all__ = [
+    "INIT_SAMPLE_SIZE",
+    "MODULE_CONSTRAINTS",
+    "ModuleConfig",
+    "legacy_hparams",
+    "module_config",
+    "upgrade_checkpoint",
+]
 
 #: How many training samples initialise the prototypes by default (see ``LVQMLN``).
 INIT_SAMPLE_SIZE = 20_000
@@ -63,6 +70,8 @@ MODULE_CONSTRAINTS: dict[str, Callable[[str, Any], Any]] = {
     "latent_activation": Boolean(),
     "channels": IntegerList(1),
     "kernel_sizes": IntegerList(1),
+    "cnn_head": Options(CNN_HEADS, noun="CNN heads"),
+    "standardize_input": Boolean(),
     "n_prototypes_per_class": Check(check_n_prototypes_per_class),
     "prototypes_initializer_kwargs": Keywords(),
     "beta": Real(0.0),
@@ -119,6 +128,49 @@ def _check_initial_prototypes(prototypes: Any, labels: Any, latent_dim: int) -> 
             f"got {labels!r}"
         )
     return prototypes.tolist(), labels.tolist()
+
+
+# The hyperparameters whose meaning changed with the CNN's new defaults (issue 13).
+CNN_LEGACY_KEYS = ("cnn_head", "standardize_input", "activation", "bb_lr")
+
+
+def legacy_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyperparameters saved before the CNN had ``cnn_head`` (checkpoints and estimator files
+    of 0.1.x), completed with what they meant then: a CNN with upstream's global-average head
+    on raw inputs, ``activation=None`` meaning relu and ``bb_lr=None`` meaning ``lr``. Newer
+    hyperparameters are returned unchanged (as a new dict)."""
+    params = dict(hparams)
+    if "cnn_head" in params:
+        return params
+    params.update(cnn_head="mean", standardize_input=False)
+    if params.get("backbone") == "cnn":
+        params["activation"] = params.get("activation") or "relu"
+        if params.get("bb_lr") is None and params.get("lr") is not None:
+            params["bb_lr"] = params["lr"]
+    return params
+
+
+def upgrade_checkpoint(checkpoint: dict[str, Any], hparams: dict[str, Any]) -> bool:
+    """Bring a checkpoint of 0.1.x up to date, in place: drop the second copy of a custom
+    backbone's weights (``_custom_backbone.*``; they are ``backbone.*``) and complete a CNN's
+    hyperparameters with their old meaning (see :func:`legacy_hparams`).
+
+    Args:
+        checkpoint: the loaded checkpoint (``state_dict``, ``hyper_parameters``).
+        hparams: the module's hyperparameters, updated for an old CNN.
+
+    Returns:
+        Whether the module must rebuild its backbone from the updated hyperparameters.
+    """
+    state = checkpoint.get("state_dict", {})
+    for key in [k for k in state if k.startswith("_custom_backbone.")]:
+        del state[key]
+    saved = checkpoint.get("hyper_parameters", {})
+    if "cnn_head" in saved or hparams.get("backbone") != "cnn":
+        return False
+    legacy = legacy_hparams(saved)
+    hparams.update({key: legacy[key] for key in CNN_LEGACY_KEYS})
+    return True
 
 
 def module_config(arguments: Mapping[str, Any]) -> ModuleConfig:

@@ -39,9 +39,10 @@ class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, Bas
         hidden_sizes: MLP hidden layer widths (``None`` → ``[10]``; ``[]`` → no hidden layer).
         latent_dim: dimension of the latent space.
         activation: ``sigmoid``, ``relu``, ``tanh``, ``leaky_relu`` or ``selu`` (applied after
-            every layer, the last one included unless ``latent_activation=False``).
+            every layer, the last one included unless ``latent_activation=False``); ``None``
+            (default): the backbone's, sigmoid for the MLP (upstream's) and tanh for the CNN.
         beta: steepness of the transfer function.
-        bb_lr: backbone learning rate (``None``: ``lr``).
+        bb_lr: backbone learning rate (``None``: ``lr`` for the MLP, ``0.3 · lr`` for the CNN).
         n_prototypes_per_class: int, list indexed by class, or dict label → count.
         max_iter: number of epochs (in full batch, the number of optimizer steps).
         lr: learning rate.
@@ -70,6 +71,10 @@ class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, Bas
         backbone: ``"mlp"`` (inputs ``(n, d)``) or ``"cnn"`` (images ``(n, C, H, W)``).
         channels: CNN output channels per conv layer (``None`` → ``[16, 32]``).
         kernel_sizes: CNN kernel size per conv layer (``None`` → ``[3, 3]``).
+        cnn_head: ``"flatten"`` (2×2 max-pool, flatten, linear) or ``"mean"`` (upstream's
+            global average pooling); ``None`` → ``"flatten"``.
+        standardize_input: CNN only: standardise the pixels with one global mean and standard
+            deviation measured on the training data and kept in the model (``None`` → ``True``).
         latent_activation: apply the activation after the last backbone layer (upstream: yes).
         prototypes_initializer_kwargs: keyword arguments of the initializer.
         accelerator: Lightning accelerator (``"cpu"``, ``"gpu"``, ``"auto"``, …).
@@ -101,7 +106,7 @@ class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, Bas
         self,
         hidden_sizes: Sequence[int] | None = None,
         latent_dim: int = 2,
-        activation: str = "sigmoid",
+        activation: str | None = None,
         beta: float = 10.0,
         bb_lr: float | None = None,
         n_prototypes_per_class: int | Sequence[int] | Mapping[Any, int] = 1,
@@ -127,6 +132,8 @@ class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, Bas
         backbone: str = "mlp",
         channels: Sequence[int] | None = None,
         kernel_sizes: Sequence[int] | None = None,
+        cnn_head: str | None = None,
+        standardize_input: bool | None = None,
         latent_activation: bool = True,
         prototypes_initializer_kwargs: Mapping[str, Any] | None = None,
         accelerator: str = "cpu",
@@ -164,6 +171,8 @@ class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, Bas
         self.backbone = backbone
         self.channels = channels
         self.kernel_sizes = kernel_sizes
+        self.cnn_head = cnn_head
+        self.standardize_input = standardize_input
         self.latent_activation = latent_activation
         self.prototypes_initializer_kwargs = prototypes_initializer_kwargs
         self.accelerator = accelerator

@@ -38,8 +38,14 @@ __all__ = [
 
 # mixed_precision (upstream's name) → Lightning precision.
 MIXED_PRECISION = {"bfloat16": "bf16-mixed", "float16": "16-mixed"}
-# Parameters that only the CNN backbone uses, with their defaults when left None.
-CNN_DEFAULTS = {"channels": [16, 32], "kernel_sizes": [3, 3]}
+# Parameters that only the CNN backbone uses, with their defaults when left None: ours (see
+# docs/images.md), measured by benchmarks/cnn_diagnosis.py and benchmarks/accuracy.py.
+CNN_DEFAULTS = {
+    "channels": [16, 32],
+    "kernel_sizes": [3, 3],
+    "cnn_head": "flatten",
+    "standardize_input": True,
+}
 
 
 def _check_class_weight(name: str, value: Any) -> Any:
@@ -70,7 +76,7 @@ def _shared(name: str) -> Callable[[str, Any], Any]:
 ESTIMATOR_CONSTRAINTS: dict[str, Callable[[str, Any], Any]] = {
     "hidden_sizes": IntegerList(1, none=True),
     "latent_dim": _shared("latent_dim"),
-    "activation": Options(MODULE_CONSTRAINTS["activation"].options, noun="activations"),
+    "activation": _shared("activation"),
     "beta": _shared("beta"),
     "bb_lr": _shared("bb_lr"),
     "n_prototypes_per_class": _shared("n_prototypes_per_class"),
@@ -97,6 +103,8 @@ ESTIMATOR_CONSTRAINTS: dict[str, Callable[[str, Any], Any]] = {
     ),
     "channels": IntegerList(1, none=True),
     "kernel_sizes": IntegerList(1, none=True),
+    "cnn_head": Options(MODULE_CONSTRAINTS["cnn_head"].options, none=True, noun="CNN heads"),
+    "standardize_input": Boolean(none=True),
     "latent_activation": Boolean(),
     "prototypes_initializer_kwargs": _shared("prototypes_initializer_kwargs"),
     "devices": Check(_check_devices),
@@ -185,7 +193,10 @@ def module_arguments(
     """
     get = params.get
     hidden = get("hidden_sizes")
-    channels, kernels = get("channels"), get("kernel_sizes")
+    cnn = {name: get(name) for name in CNN_DEFAULTS}
+    cnn = {
+        name: default if cnn[name] is None else cnn[name] for name, default in CNN_DEFAULTS.items()
+    }
     return {
         "backbone": get("backbone", "mlp"),
         "in_features": in_features,
@@ -194,10 +205,12 @@ def module_arguments(
         "classes": plain(classes),
         "hidden_sizes": [10] if hidden is None else list(hidden),
         "latent_dim": get("latent_dim", 2),
-        "activation": get("activation", "sigmoid"),
+        "activation": get("activation"),
         "latent_activation": get("latent_activation", True),
-        "channels": CNN_DEFAULTS["channels"] if channels is None else list(channels),
-        "kernel_sizes": CNN_DEFAULTS["kernel_sizes"] if kernels is None else list(kernels),
+        "channels": list(cnn["channels"]),
+        "kernel_sizes": list(cnn["kernel_sizes"]),
+        "cnn_head": cnn["cnn_head"],
+        "standardize_input": cnn["standardize_input"],
         "n_prototypes_per_class": get("n_prototypes_per_class", 1),
         "prototypes_initializer": get("prototypes_initializer") or "stratified_random",
         "prototypes_initializer_kwargs": get("prototypes_initializer_kwargs"),

@@ -48,11 +48,31 @@ def _convert(param: Tensor, value: Any, name: str, perm: tuple[int, ...] | None 
     return torch.as_tensor(array, dtype=param.dtype, device=param.device)
 
 
+def _check_upstream_cnn(backbone: CNNBackbone) -> None:
+    """The seed's layout covers upstream's CNN only.
+
+    Raises:
+        ValueError: for our head or input standardisation, naming the settings to use.
+    """
+    if backbone.head_kind != "mean" or backbone.standardize:
+        raise ValueError(
+            "only upstream's CNN architecture has the seed's JAX layout: build it with "
+            "cnn_head='mean' and standardize_input=False (CNNBackbone(head='mean', "
+            f"standardize=False)); this one has head={backbone.head_kind!r}, "
+            f"standardize={backbone.standardize}"
+        )
+
+
 def backbone_to_jax(backbone: MLPBackbone | CNNBackbone) -> Any:
-    """Export backbone parameters in the seed's layout (numpy arrays, same dtype)."""
+    """Export backbone parameters in the seed's layout (numpy arrays, same dtype).
+
+    Raises:
+        ValueError: for a CNN other than upstream's architecture.
+    """
     if isinstance(backbone, MLPBackbone):
         return [_linear_to_jax(layer) for layer in backbone.layers]
     if isinstance(backbone, CNNBackbone):
+        _check_upstream_cnn(backbone)
         convs = [(_np(c.weight.permute(2, 3, 1, 0)), _np(c.bias)) for c in backbone.convs]
         return {"conv_layers": convs, "linear": _linear_to_jax(backbone.head)}
     raise TypeError(
@@ -64,8 +84,9 @@ def backbone_from_jax(backbone: MLPBackbone | CNNBackbone, params: Any) -> None:
     """Load parameters in the seed's layout into ``backbone`` (in place).
 
     Raises:
-        ValueError: when the number of layers or a shape does not match the backbone; the
-            backbone is then left unchanged (everything is checked before anything is copied).
+        ValueError: when the number of layers or a shape does not match the backbone, or for
+            a CNN other than upstream's architecture; the backbone is then left unchanged
+            (everything is checked before anything is copied).
     """
     updates: list[tuple[Tensor, Tensor]] = []
     if isinstance(backbone, MLPBackbone):
@@ -78,6 +99,7 @@ def backbone_from_jax(backbone: MLPBackbone | CNNBackbone, params: Any) -> None:
             updates.append((layer.weight, _convert(layer.weight, w, f"layer {i} weight", (1, 0))))
             updates.append((layer.bias, _convert(layer.bias, b, f"layer {i} bias")))
     elif isinstance(backbone, CNNBackbone):
+        _check_upstream_cnn(backbone)
         convs = list(params["conv_layers"])
         if len(convs) != len(backbone.convs):
             raise ValueError(

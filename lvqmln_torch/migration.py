@@ -175,7 +175,8 @@ def _params(obj: Any, info: dict[str, Any]) -> dict[str, Any]:
     for name in _PLAIN_PARAMS:
         if hasattr(obj, name):
             params[name] = plain(getattr(obj, name))
-    if params.get("activation", "sigmoid") not in ACTIVATIONS:
+    params.setdefault("activation", "sigmoid")  # upstream's default, for every backbone
+    if params["activation"] not in ACTIVATIONS:
         raise ValueError(
             f"unknown activation {params['activation']!r}; valid: {', '.join(ACTIVATIONS)}"
         )
@@ -183,7 +184,16 @@ def _params(obj: Any, info: dict[str, Any]) -> dict[str, Any]:
     if info["kind"] == "mlp":
         params["hidden_sizes"] = info["hidden_sizes"]
     else:
-        params.update(backbone="cnn", channels=info["channels"], kernel_sizes=info["kernel_sizes"])
+        # Upstream's CNN: global average head on raw inputs, and bb_lr=None meaning lr.
+        params.update(
+            backbone="cnn",
+            channels=info["channels"],
+            kernel_sizes=info["kernel_sizes"],
+            cnn_head="mean",
+            standardize_input=False,
+        )
+        if params.get("bb_lr") is None:
+            params["bb_lr"] = params.get("lr", 0.01)
     transfer = transfer_name(getattr(obj, "transfer_fn", None), callables=False)
     params["transfer_fn"] = None if transfer == "identity" else transfer
     optimizer = getattr(obj, "_optimizer_spec", getattr(obj, "optimizer", "adam"))

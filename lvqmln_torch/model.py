@@ -16,20 +16,26 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from . import functional as F
-from .config import INIT_SAMPLE_SIZE, module_config
+from .config import INIT_SAMPLE_SIZE, module_config, upgrade_checkpoint
 from .initializers import SAMPLE_INITIALIZERS
 from .metrics import EpochStats
-from .network import PrototypeNetwork, build_parts
+from .network import PrototypeNetwork, backbone_lr, build_parts
 from .optimizers import OPTIMIZERS, build_optimizer, parameter_groups
 from .rules import nonfinite_loss_error
 from .schedules import ScheduleLR
-from .user_data import first_samples, merged_hparams, read_sizes, unpack
+from .user_data import (
+    DatamoduleHparamsLogging,
+    check_init_sample,
+    first_samples,
+    read_sizes,
+    unpack,
+)
 from .validation import needs_minibatches_error
 
 __all__ = ["LVQMLN", "nonfinite_loss_error"]
 
 
-class LVQMLN(PrototypeNetwork, LightningModule):
+class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
     """LVQ Multi-Layer Network.
 
     ``x → backbone → z (n, latent_dim)``; prototypes ``W (P, latent_dim)`` with labels
@@ -49,10 +55,16 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         classes: the original labels, in class-index order (any sortable values).
         hidden_sizes: MLP hidden layer widths.
         latent_dim: dimension of the latent space.
-        activation: backbone activation (default sigmoid for MLP, relu for CNN).
+        activation: backbone activation; ``None``: the backbone's default (sigmoid for the
+            MLP, as upstream; tanh for the CNN, see ``docs/images.md``).
         latent_activation: apply the activation after the last backbone layer.
         channels: CNN output channels per conv layer.
         kernel_sizes: CNN kernel size per conv layer.
+        cnn_head: ``"flatten"`` (2×2 max-pool, flatten, linear: ours) or ``"mean"`` (global
+            average pooling, linear: upstream's), see :class:`~lvqmln_torch.CNNBackbone`.
+        standardize_input: CNN only: standardise the pixels with one global mean and standard
+            deviation measured on the sample the prototypes are initialised from, kept in the
+            ``state_dict`` (``backbone.input_mean`` / ``backbone.input_std``) and exported.
         n_prototypes_per_class: int, list indexed by class, or dict class → count.
         prototypes_initializer: name (see :mod:`lvqmln_torch.initializers`) or callable
             ``(z, y, n_per_class, generator) -> (prototypes, labels)``.
@@ -65,7 +77,9 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         optimizer: name, dotted path or ``torch.optim.Optimizer`` subclass.
         optimizer_kwargs: extra keyword arguments of the optimizer.
         lr: learning rate (of the prototypes, and of the backbone unless ``bb_lr``).
-        bb_lr: backbone learning rate: a second parameter group of the same optimizer.
+        bb_lr: backbone learning rate: a second parameter group of the same optimizer;
+            ``None``: ``lr`` for the MLP (as upstream), ``0.3 · lr`` for the CNN (see
+            :data:`~lvqmln_torch.network.DEFAULT_BB_LR_FACTOR`).
         lr_scheduler: one of the nine upstream schedules, stepped per optimizer step.
         lr_scheduler_kwargs: the schedule's keyword arguments (upstream names).
         freeze: ``["backbone"]`` and/or ``["prototypes"]``: kept bit-identical.
@@ -92,6 +106,8 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         latent_activation: bool = True,
         channels: Sequence[int] = (16, 32),
         kernel_sizes: Sequence[int] = (3, 3),
+        cnn_head: str = "flatten",
+        standardize_input: bool = True,
         n_prototypes_per_class: int | Sequence[int] | Mapping[Any, int] = 1,
         prototypes_initializer: str | Callable = "stratified_random",
         prototypes_initializer_kwargs: Mapping[str, Any] | None = None,
@@ -211,22 +227,6 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         self.prepare(datamodule, initialize=stage == "fit" and self.trainer.ckpt_path is None)
         self._defer_clashing_hparams(datamodule)
 
-    def _defer_clashing_hparams(self, datamodule: Any) -> None:
-        """Lightning refuses to log hyperparameters when the module's and the datamodule's
-        share a key with different values (a user's datamodule with its own ``seed``). Then
-        Lightning logs the datamodule's alone, and this module logs its own at the loop's
-        start (see :func:`~lvqmln_torch.user_data.merged_hparams`)."""
-        self._pending_hparams = None
-        if self.trainer.loggers and getattr(datamodule, "_log_hyperparams", False):
-            self._pending_hparams = merged_hparams(self.hparams_initial, datamodule.hparams_initial)
-        self._log_hyperparams = self._pending_hparams is None
-
-    def _log_pending_hparams(self) -> None:
-        if getattr(self, "_pending_hparams", None) is not None:
-            for logger in self.trainer.loggers:
-                logger.log_hyperparams(self._pending_hparams)
-            self._log_hyperparams, self._pending_hparams = True, None
-
     @override
     def on_train_start(self) -> None:
         self._log_pending_hparams()
@@ -260,10 +260,9 @@ class LVQMLN(PrototypeNetwork, LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._prototypes_ready = True
         self.prototype_sources = checkpoint.get("prototype_sources")
-        # Checkpoints of 0.1.0 stored a custom backbone twice; its weights are ``backbone.*``.
-        state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if k.startswith("_custom_backbone.")]:
-            del state[key]
+        # Checkpoints of 0.1.x: a CNN predating cnn_head is upstream's, rebuilt as such.
+        if upgrade_checkpoint(checkpoint, self.hparams) and self.is_built:
+            self._build()
         if self._trainer is not None and self.is_built:
             from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision
 
@@ -275,9 +274,9 @@ class LVQMLN(PrototypeNetwork, LightningModule):
 
     @override
     def configure_callbacks(self) -> list[Callback]:
-        from .callbacks import ExponentialMovingAverage, Lookahead
+        from .callbacks import ExponentialMovingAverage, Lookahead, StallDetection
 
-        callbacks: list[Callback] = []
+        callbacks: list[Callback] = [StallDetection()]
         if self.hparams.lookahead is not None:
             callbacks.append(Lookahead(**self.hparams.lookahead))
         if self.hparams.ema_decay is not None:
@@ -287,7 +286,7 @@ class LVQMLN(PrototypeNetwork, LightningModule):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups (see :func:`~lvqmln_torch.optimizers.parameter_groups`)."""
         hp = self.hparams
-        return parameter_groups(self.prototypes, self.backbone, hp.lr, hp.bb_lr, hp.freeze)
+        return parameter_groups(self.prototypes, self.backbone, hp.lr, backbone_lr(hp), hp.freeze)
 
     @property
     def elementwise_optimizer(self) -> bool:
@@ -317,9 +316,10 @@ class LVQMLN(PrototypeNetwork, LightningModule):
     def _initialize_from_data(
         self, read_sample: Callable[[], tuple[Tensor, Tensor]], source: str
     ) -> None:
-        """Initialise the prototypes from the untrained backbone's latent codes of the samples
-        that ``read_sample`` returns (``source`` names them in errors); seeded. Under DDP rank 0
-        alone reads and initialises, then broadcasts, so every rank starts identical.
+        """Initialise the prototypes (and a CNN's input statistics) from the untrained
+        backbone's latent codes of the samples that ``read_sample`` returns (``source`` names
+        them in errors); seeded. Under DDP rank 0 alone reads and initialises, then
+        broadcasts, so every rank starts identical.
 
         Raises:
             ValueError: when a class the initializer needs samples of is not in the sample.
@@ -330,21 +330,19 @@ class LVQMLN(PrototypeNetwork, LightningModule):
             prototypes, labels = self.prototypes.detach(), self.prototype_labels
         else:
             x, y = read_sample()
-            if self._initializer in SAMPLE_INITIALIZERS and len(y) >= hp.init_sample_size:
-                counts = torch.bincount(torch.as_tensor(y).cpu(), minlength=self.head.n_classes)
-                missing = torch.nonzero(counts == 0).flatten().tolist()
-                if missing:
-                    raise ValueError(
-                        f"classes {self.classes_[missing].tolist()} do not occur in the "
-                        f"{len(y)} samples from {source} that initialise the prototypes "
-                        f"(init_sample_size={hp.init_sample_size}); raise init_sample_size, "
-                        "or shuffle the training data so that every class appears early"
-                    )
+            if self._initializer in SAMPLE_INITIALIZERS:
+                check_init_sample(y, self.classes_, hp.init_sample_size, source)
             prototypes, labels = self.initialize_from(
                 x, y, self._initializer, hp.prototypes_initializer_kwargs, hp.seed
             )
         if distributed:
-            prototypes, labels = self.trainer.strategy.broadcast((prototypes, labels), src=0)
+            # The CNN's input statistics too: rank 0 measured them on its sample.
+            statistics = self.input_statistics()
+            prototypes, labels, *values = self.trainer.strategy.broadcast(
+                [prototypes, labels, *(s.clone() for s in statistics)], src=0
+            )
+            for buffer, value in zip(statistics, values):
+                buffer.copy_(value)
         self.set_prototypes(prototypes, labels)
 
     # ------------------------------------------------------------------ steps

@@ -19,15 +19,38 @@ from .head import PrototypeHead
 from .initializers import initialize_prototypes, prototype_labels_for, resolve_prototypes_per_class
 from .validation import check_n_classes
 
-__all__ = ["BACKBONES", "DEFAULT_ACTIVATION", "PrototypeNetwork", "build_parts"]
+__all__ = [
+    "BACKBONES",
+    "DEFAULT_ACTIVATION",
+    "DEFAULT_BB_LR_FACTOR",
+    "PrototypeNetwork",
+    "backbone_lr",
+    "build_parts",
+]
 
 BACKBONES = ("mlp", "cnn")
-DEFAULT_ACTIVATION = {"mlp": "sigmoid", "cnn": "relu"}
+# activation=None means the backbone's default: upstream's for the MLP (the prosemble drop-in);
+# tanh for our CNN, whose bounded, zero-centred codes keep the prototypes apart
+# (benchmarks/cnn_diagnosis.py: relu and sigmoid stay at chance on digits images).
+DEFAULT_ACTIVATION = {"mlp": "sigmoid", "cnn": "tanh"}
+# bb_lr=None means lr times this factor. The CNN's backbone learns at 0.3 lr: with lr for
+# everything, Adam's first steps (each about lr in size) are larger than the spread of the
+# untrained latent codes and push every code away from every prototype alike (μ → 0, the
+# loss flat at 0, chance accuracy); benchmarks/cnn_diagnosis.py measures it.
+DEFAULT_BB_LR_FACTOR = {"mlp": 1.0, "cnn": 0.3, "custom": 1.0}
 
 
 def seeded_generator(seed: int, offset: int) -> torch.Generator:
     """The generator of one seeded stream: ``offset`` 0 the backbone, 1 the prototypes."""
     return torch.Generator().manual_seed(int(seed) + offset)
+
+
+def backbone_lr(config: Mapping[str, Any]) -> float:
+    """The backbone's learning rate: ``bb_lr``, or ``lr`` times the backbone's
+    :data:`DEFAULT_BB_LR_FACTOR` when ``bb_lr`` is ``None``."""
+    if config.get("bb_lr") is not None:
+        return float(config["bb_lr"])
+    return float(config["lr"]) * DEFAULT_BB_LR_FACTOR.get(config["backbone"], 1.0)
 
 
 def build_parts(
@@ -69,6 +92,8 @@ def build_parts(
             activation,
             config["latent_activation"],
             generator=generator,
+            head=config.get("cnn_head", "mean"),
+            standardize=config.get("standardize_input", False),
         )
         input_shape = tuple(int(s) for s in config["input_shape"])
     n_classes = config.get("n_classes")
@@ -231,7 +256,8 @@ class PrototypeNetwork(PrototypeExplanations, nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Prototypes and labels initialised from the untrained backbone's latent codes of
         ``x`` (labels ``y``, class indices), on the CPU, seeded by ``seed``;
-        :meth:`set_prototypes` installs them.
+        :meth:`set_prototypes` installs them. A backbone that standardises its inputs (the
+        CNN's ``standardize``) measures their statistics on ``x`` first (in place).
 
         Raises:
             ValueError: for empty data, labels outside the classes, fewer than 2 classes
@@ -248,6 +274,8 @@ class PrototypeNetwork(PrototypeExplanations, nn.Module):
                 "sortable labels) or set n_classes"
             )
         check_n_classes(int(torch.unique(y).numel()), "the training data")
+        if isinstance(self.backbone, CNNBackbone):
+            self.backbone.set_input_statistics(x, CHUNK)
         z = self.latent_in_chunks(x)
         counts = torch.bincount(self.prototype_labels.cpu(), minlength=n_classes).tolist()
         prototypes, labels = initialize_prototypes(
@@ -264,6 +292,14 @@ class PrototypeNetwork(PrototypeExplanations, nn.Module):
                 f"expects {tuple(self.prototypes.shape)}"
             )
         return prototypes, labels
+
+    def input_statistics(self) -> list[Tensor]:
+        """The input statistics that :meth:`initialize_from` measures (the CNN's
+        ``input_mean`` and ``input_std`` with ``standardize``; else none)."""
+        backbone = self.backbone
+        if isinstance(backbone, CNNBackbone) and backbone.standardize:
+            return [backbone.input_mean, backbone.input_std]
+        return []
 
     @torch.no_grad()
     def set_prototypes(self, prototypes: Tensor, labels: Tensor) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from threadpoolctl import ThreadpoolController
 from torch import Tensor, nn
 
 from .arrays import ArrayData
-from .network import DEFAULT_ACTIVATION, PrototypeNetwork
+from .network import DEFAULT_ACTIVATION, PrototypeNetwork, backbone_lr
 from .numpy_core import (
     GLVQTargets,
     Layer,
@@ -42,6 +43,8 @@ from .rules import (
     ConvergenceRule,
     EpochMean,
     PatienceRule,
+    StallRule,
+    TrainingStallWarning,
     evaluating_rule,
     nonfinite_loss_error,
     shadow_rules,
@@ -164,6 +167,7 @@ class _Engine:
             float(hp["margin"]),
         )
         labels = model.prototype_labels.cpu().numpy()
+        self.data, self.labels = data, labels
         self.train_batches = _Batches(data.loader("train", data.shuffle), labels, self.dtype)
         self.val_batches = (
             _Batches(data.loader("val"), labels, self.dtype) if data.has("val") else None
@@ -175,7 +179,7 @@ class _Engine:
         self.grad_prototypes, self.grad_layers = self.flat.unflatten(self.grad)
 
         groups = parameter_groups(
-            model.prototypes, model.backbone, hp["lr"], hp["bb_lr"], hp["freeze"]
+            model.prototypes, model.backbone, hp["lr"], backbone_lr(hp), hp["freeze"]
         )
         self.trained = [g["name"] for g in groups]
         settings = [{k: v for k, v in g.items() if k not in ("params", "name")} for g in groups]
@@ -279,6 +283,21 @@ class _Engine:
                 rule.after_step(shadow, self.params, step)
         return epoch_loss.compute(), step, (first_bad or [None])[0]
 
+    def train_accuracy(self) -> float:
+        """The share of training samples whose nearest prototype (current weights) has their
+        class; over unshuffled batches (the training batches' shuffling is left alone)."""
+        correct = total = 0
+        for batch in _Batches(self.data.loader("train"), self.labels, self.dtype):
+            latent = mlp_forward(self.layers, batch.x_t, self.activation, self.latent_activation)[
+                -1
+            ]
+            distances = (self.prototypes * self.prototypes).sum(axis=1)[:, None]
+            distances = distances + (latent * latent).sum(axis=0) - 2 * (self.prototypes @ latent)
+            nearest = distances.argmin(axis=0)
+            correct += int(batch.targets.same_class[nearest, np.arange(len(nearest))].sum())
+            total += len(nearest)
+        return correct / total
+
     def validate(self) -> float:
         """The validation loss on the evaluation weights."""
         prototypes, layers = self.flat.unflatten(self.evaluation_buffer())
@@ -301,7 +320,7 @@ def fit_numpy(
     verbose: bool = False,
 ) -> FitHistory:
     """Train ``network`` on ``data`` for up to ``max_epochs`` epochs, with the estimator's
-    stopping rules (:mod:`lvqmln_torch.rules`), on the NumPy engine; ``network`` ends on the
+    stopping rules and stall warning (:mod:`lvqmln_torch.rules`), on the NumPy engine; ``network`` ends on the
     trained weights, in its dtype (float32 or float64).
 
     Args:
@@ -333,6 +352,7 @@ def fit_numpy(
     converge = ConvergenceRule(epsilon) if patience is None and epsilon is not None else None
     best = BestTracker() if restore_best else None
     history = FitHistory()
+    stall = StallRule()
     step = 0
     report_every = max(1, max_epochs // 10)
     # One BLAS thread: NumPy's OpenBLAS threads and torch's OpenMP threads, alternating in
@@ -358,6 +378,12 @@ def fit_numpy(
             if verbose and ((epoch + 1) % report_every == 0 or should_stop):
                 val = f", val_loss {history.val[-1]:.6g}" if history.val else ""
                 print(f"epoch {epoch + 1}/{max_epochs}: train_loss {train_loss:.6g}{val}")
+            stall.record(train_loss, step)
+            if stall.due(last=should_stop or epoch == max_epochs - 1):
+                counts = np.bincount(data.train_tensors()[1].cpu().numpy())
+                message = stall.check(engine.train_accuracy(), counts.max() / counts.sum())
+                if message is not None:
+                    warnings.warn(message, TrainingStallWarning, stacklevel=2)
             if should_stop:
                 break
     final = best.state if best is not None else engine.evaluation_buffer()

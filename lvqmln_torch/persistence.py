@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ._files import atomic_write
+from .config import legacy_hparams
 from .network import PrototypeNetwork
 from .validation import plain
 
@@ -158,7 +159,7 @@ def load_estimator(cls: type, path: str | os.PathLike) -> Any:
     try:
         fitted = payload["fitted"]
         estimator = cls(**payload["params"])
-        hparams = payload["hparams"]
+        hparams = legacy_hparams(payload["hparams"])
         network = PrototypeNetwork.from_config(hparams)
         state = payload["state_dict"]
         if state["prototypes"].dtype == torch.float64:

@@ -1,6 +1,6 @@
 """Training rules as small objects without Lightning: the epoch mean of the loss, early
 stopping, loss convergence, best-epoch tracking, the EMA and lookahead updates and which of
-them the model evaluates with. The Lightning callbacks (:mod:`lvqmln_torch.callbacks`) and the
+them the model evaluates with, and the detection of a stalled training. The Lightning callbacks (:mod:`lvqmln_torch.callbacks`) and the
 estimator's numpy engine (:mod:`lvqmln_torch.numpy_engine`) both run these, so the two paths
 decide alike by construction."""
 
@@ -24,6 +24,8 @@ __all__ = [
     "LookaheadRule",
     "PatienceRule",
     "ShadowRule",
+    "StallRule",
+    "TrainingStallWarning",
     "evaluating_rule",
     "nonfinite_loss_error",
     "shadow_rules",
@@ -209,3 +211,85 @@ def nonfinite_loss_error(step: int, epoch: int) -> FloatingPointError:
         f"(epoch {epoch}); lower the learning rate, check the inputs for extreme values, or "
         "use a wider precision"
     )
+
+
+class TrainingStallWarning(UserWarning):
+    """Training stalled: the loss is flat and the model no better than guessing one class."""
+
+
+class StallRule:
+    """Detects a stalled training: once, when at least ``after`` epochs and ``min_steps``
+    optimizer steps are done (so a full-batch fit is not judged after its first few steps),
+    and again at the end of a fit of at least 3 epochs, the training accuracy is at most the
+    largest class's share plus ``tolerance`` (what predicting one class for every sample
+    scores) and the epoch loss moved by less than ``flat`` since the epoch before. It fires
+    once.
+
+    The typical cause is latent collapse: the untrained backbone maps every input to almost
+    the same code, the prototypes initialised from those codes are almost equal, and the first
+    optimizer steps push every code away from every prototype alike, so μ ≈ 0 for every sample
+    (the loss flat at the transfer of 0), with no gradient to recover from.
+
+    Args:
+        after: the fewest epochs before the first check.
+        tolerance: accuracy above the largest class's share that still counts as chance.
+        flat: the largest change of the epoch loss that counts as flat.
+        min_steps: the fewest optimizer steps before the first check.
+    """
+
+    def __init__(
+        self, after: int = 5, tolerance: float = 0.02, flat: float = 0.01, min_steps: int = 50
+    ) -> None:
+        self.after = Integer(1)("after", after)
+        self.tolerance = Real(0.0)("tolerance", tolerance)
+        self.flat = Real(0.0)("flat", flat)
+        self.min_steps = Integer(0)("min_steps", min_steps)
+        self.previous: float | None = None
+        self.change: float | None = None
+        self.epochs = 0
+        self.steps = 0
+        self.early_checked = False
+        self.fired = False
+
+    def record(self, loss: float, steps: int) -> None:
+        """Record one epoch's loss (every epoch) and the optimizer steps done so far."""
+        if self.previous is not None:
+            self.change = abs(float(loss) - self.previous)
+        self.previous = float(loss)
+        self.epochs += 1
+        self.steps = int(steps)
+
+    def due(self, last: bool) -> bool:
+        """Whether to check after the epoch just recorded (``last``: the fit's final epoch)."""
+        if self.fired or self.change is None:
+            return False
+        if last:
+            return self.epochs >= 3
+        if self.early_checked or self.epochs < self.after or self.steps < self.min_steps:
+            return False
+        self.early_checked = True
+        return True
+
+    def check(self, accuracy: float, majority: float) -> str | None:
+        """The warning's message when training stalled (once), else ``None``.
+
+        Args:
+            accuracy: the training accuracy of the epoch just recorded.
+            majority: the largest class's share of the training samples.
+        """
+        if self.fired or self.change is None:
+            return None
+        if not (accuracy <= majority + self.tolerance and self.change < self.flat):
+            return None
+        self.fired = True
+        return (
+            f"training looks stalled after {self.epochs} epochs: training accuracy "
+            f"{accuracy:.3f} (predicting the largest class scores {majority:.3f}) and the loss "
+            f"flat at {self.previous:.4g} (changed by {self.change:.2g} in the last epoch). "
+            "Likely causes: latent collapse (the untrained backbone maps every input to almost "
+            "the same latent code, so the prototypes start almost equal and μ ≈ 0 for every "
+            "sample); the input scale (standardise the inputs, or keep the CNN's "
+            "standardize_input=True); the activation (for the CNN use tanh, its default; "
+            "relu and sigmoid collapse); a backbone learning rate too high (lower bb_lr). "
+            "See docs/images.md."
+        )

@@ -7,12 +7,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .validation import plain
 
-__all__ = ["first_samples", "merged_hparams", "read_sizes", "sample_shape_of", "unpack"]
+__all__ = [
+    "DatamoduleHparamsLogging",
+    "check_init_sample",
+    "first_samples",
+    "merged_hparams",
+    "read_sizes",
+    "sample_shape_of",
+    "unpack",
+]
 
 
 def unpack(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -151,3 +160,51 @@ def merged_hparams(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict[s
         return None
     logged = {key: value for key, value in ours.items() if key != "_class_path"}
     return {**logged, **{f"datamodule.{key}": theirs[key] for key in sorted(clashing)}}
+
+
+def check_init_sample(y: Tensor, classes: np.ndarray, bound: int, source: str) -> None:
+    """Every class must occur in a bounded initialisation sample (for the initializers that
+    draw on each class's samples).
+
+    Args:
+        y: ``(n,)`` class indices of the sample.
+        classes: the original labels in class-index order (named in the error).
+        bound: the model's ``init_sample_size``; a sample smaller than it is the whole
+            training data, whose missing classes the initializer reports itself.
+        source: where the sample came from, for the message.
+
+    Raises:
+        ValueError: naming the missing classes and ``init_sample_size``.
+    """
+    if len(y) < bound:
+        return
+    counts = torch.bincount(torch.as_tensor(y).cpu(), minlength=len(classes))
+    missing = torch.nonzero(counts == 0).flatten().tolist()
+    if missing:
+        raise ValueError(
+            f"classes {classes[missing].tolist()} do not occur in the {len(y)} samples from "
+            f"{source} that initialise the prototypes (init_sample_size={bound}); raise "
+            "init_sample_size, or shuffle the training data so that every class appears early"
+        )
+
+
+class DatamoduleHparamsLogging:
+    """LightningModule mixin: a datamodule whose hyperparameters clash with the module's (a
+    user's datamodule with its own ``seed``) no longer stops the run. Lightning refuses to log
+    such a pair; then it logs the datamodule's alone and the module logs
+    :func:`merged_hparams` itself when its loop starts. Call :meth:`_defer_clashing_hparams`
+    in ``setup`` and :meth:`_log_pending_hparams` in the ``on_*_start`` hooks."""
+
+    _pending_hparams: dict[str, Any] | None = None
+
+    def _defer_clashing_hparams(self, datamodule: Any) -> None:
+        self._pending_hparams = None
+        if self.trainer.loggers and getattr(datamodule, "_log_hyperparams", False):
+            self._pending_hparams = merged_hparams(self.hparams_initial, datamodule.hparams_initial)
+        self._log_hyperparams = self._pending_hparams is None
+
+    def _log_pending_hparams(self) -> None:
+        if self._pending_hparams is not None:
+            for logger in self.trainer.loggers:
+                logger.log_hyperparams(self._pending_hparams)
+            self._log_hyperparams, self._pending_hparams = True, None

@@ -154,11 +154,21 @@ class Real:
 
 
 class Boolean:
-    """``True`` or ``False`` (NumPy bools accepted), returned as ``bool``."""
+    """``True`` or ``False`` (NumPy bools accepted), returned as ``bool``.
 
-    def __call__(self, name: str, value: Any) -> bool:
+    Args:
+        none: ``None`` is valid too.
+    """
+
+    def __init__(self, none: bool = False) -> None:
+        self.none = none
+
+    def __call__(self, name: str, value: Any) -> bool | None:
+        if value is None and self.none:
+            return None
         if not isinstance(value, bool | np.bool_):
-            raise ValueError(f"{name} must be True or False, got {value!r}")
+            also = ", or None" if self.none else ""
+            raise ValueError(f"{name} must be True or False{also}, got {value!r}")
         return bool(value)
 
 

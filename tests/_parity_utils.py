@@ -141,6 +141,9 @@ def setup_run(
     n_classes = int(y.max()) + 1
     cnn = X.ndim == 4
     sizes = {"input_shape": X.shape[1:]} if cnn else {"in_features": X.shape[1]}
+    if cnn:  # upstream's CNN (the reference's); the module's own default is ours
+        lr = model_kwargs.get("lr", 0.01)
+        model_kwargs = {"cnn_head": "mean", "standardize_input": False, "bb_lr": lr, **model_kwargs}
     common = dict(backbone="cnn" if cnn else "mlp", n_classes=n_classes, **sizes, **model_kwargs)
     with default_dtype(dtype):
         probe = LVQMLN(**common)

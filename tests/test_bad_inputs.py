@@ -652,6 +652,12 @@ UNKNOWN = [
         id="activation",
     ),
     pytest.param(
+        "cnn_head",
+        "gap",
+        r"Unknown cnn_head 'gap'. Valid CNN heads: flatten, mean",
+        id="cnn_head",
+    ),
+    pytest.param(
         "optimizer",
         "lbfgsx",
         r"Unknown optimizer 'lbfgsx'. Valid optimizers: adam, adamw, sgd, rmsprop",

@@ -77,7 +77,7 @@ def test_default_parameters_match_the_seed():
     seed_defaults = dict(
         hidden_sizes=None,
         latent_dim=2,
-        activation="sigmoid",
+        activation=None,  # the backbone's default: upstream's sigmoid for the MLP (below)
         beta=10.0,
         bb_lr=None,
         n_prototypes_per_class=1,
@@ -105,6 +105,10 @@ def test_default_parameters_match_the_seed():
         assert params[name] == value, name
     assert params["backbone"] == "mlp" and params["accelerator"] == "cpu"
     assert params["devices"] == 1 and params["verbose"] is False
+    # activation=None and bb_lr=None mean upstream's values for the MLP.
+    from lvqmln_torch.network import DEFAULT_ACTIVATION, DEFAULT_BB_LR_FACTOR
+
+    assert DEFAULT_ACTIVATION["mlp"] == "sigmoid" and DEFAULT_BB_LR_FACTOR["mlp"] == 1.0
 
 
 def test_default_hidden_sizes_is_one_layer_of_ten(fitted):

@@ -8,6 +8,7 @@ from .lookahead import Lookahead
 from .patience import PatienceStopping
 from .projection import PrototypeProjection
 from .restore_best import RestoreBest
+from .stall import StallDetection
 
 __all__ = [
     "ExponentialMovingAverage",
@@ -18,5 +19,6 @@ __all__ = [
     "PrototypeProjection",
     "RestoreBest",
     "ShadowWeights",
+    "StallDetection",
     "evaluation_state",
 ]
