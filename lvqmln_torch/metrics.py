@@ -15,7 +15,7 @@ class EpochStats(Metric):
     """Sums of one stage's epoch: the weighted loss, its weight, correct predictions and
     samples, as four scalar states summed across ranks when computed (one collective).
 
-    One ``update`` per step costs a handful of in-place adds on the device and never waits
+    One :meth:`add` per step costs a handful of in-place adds on the device and never waits
     for it. The epoch loss is the per-sample (weighted) mean, ``Σ loss_b · W_b / Σ W_b`` with
     ``W_b`` the batch's weight (its size when unweighted): the arithmetic of
     :class:`~lvqmln_torch.rules.EpochMean`, so stopping rules compare the same numbers on
@@ -29,22 +29,33 @@ class EpochStats(Metric):
     full_state_update = False
 
     def __init__(self) -> None:
-        super().__init__()
-        for name in ("loss_total", "weight", "correct", "count"):
+        # no cache: add() bypasses the wrapper that would invalidate it
+        super().__init__(compute_with_cache=False)
+        for name in ("loss_total", "weight", "correct", "count", "finite_steps"):
             self.add_state(name, torch.zeros(()), dist_reduce_fx="sum")
         # Not submodules (the module registers them itself; they hold no state).
         object.__setattr__(self, "loss", EpochValue(self, 0))
         object.__setattr__(self, "accuracy", EpochValue(self, 1))
+        object.__setattr__(self, "_steps", 0)  # a plain int: no Module.__setattr__ per step
+
+    @property
+    @override
+    def update_count(self) -> int:
+        return self._steps
+
+    @property
+    @override
+    def update_called(self) -> bool:
+        return self._steps > 0
 
     @override
-    def update(
-        self,
-        loss: Tensor,
-        weight: Tensor | int,
-        correct: Tensor,
-        count: int,
-    ) -> None:
-        """Add one step.
+    def update(self, loss: Tensor, weight: Tensor | int, correct: Tensor, count: int) -> None:
+        """Add one step (torchmetrics' entry point; see :meth:`add`)."""
+        self.add(loss, weight, correct, count)
+
+    def add(self, loss: Tensor, weight: Tensor | int, correct: Tensor, count: int) -> None:
+        """Add one step: :meth:`update` without torchmetrics' per-call wrapper (about 15 µs of
+        Python a step, mostly ``nn.Module.__setattr__``).
 
         Args:
             loss: ``()`` the batch's (weighted) mean loss.
@@ -52,11 +63,20 @@ class EpochStats(Metric):
             correct: ``()`` number of correctly classified samples.
             count: the batch's size.
         """
+        object.__setattr__(self, "_steps", self._steps + 1)
         # rounded as EpochMean rounds: the loss to the state's dtype, then the product
         self.loss_total.add_(loss.to(self.loss_total.dtype) * weight)
         self.weight.add_(weight)
         self.correct.add_(correct)
         self.count.add_(count)
+        # the steps before the total first turned non-finite (it stays so): locates a NaN
+        # without reading the device in every step
+        self.finite_steps.add_(torch.isfinite(self.loss_total))
+
+    @override
+    def reset(self) -> None:
+        super().reset()
+        object.__setattr__(self, "_steps", 0)
 
     @override
     def compute(self) -> tuple[Tensor, Tensor]:

@@ -149,11 +149,9 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
         self.train_acc, self.val_acc, self.test_acc = (
             s.accuracy for s in (self.train_stats, self.val_stats, self.test_stats)
         )
-        # The optimizer step the epoch started at: with the count of steps before the loss
-        # total turned non-finite (kept on the device), it locates a non-finite loss without a
-        # host sync per step.
+        # The optimizer step the epoch started at: with the train stats' count of steps before
+        # the loss turned non-finite, it locates a non-finite loss without a host sync per step.
         self._epoch_start_step = 0
-        self.register_buffer("_finite_batches", torch.zeros((), dtype=torch.long), persistent=False)
         if self._sizes_known():
             self._build()
 
@@ -368,20 +366,17 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
         # hide a numeric blow-up behind a finite loss: a NaN or Inf distance makes it NaN.
         loss = loss.add(distances.detach().amax(), alpha=0)
         winners = self.prototype_labels.index_select(0, distances.argmin(dim=1))  # no grad
-        weight = w.detach().sum() if w is not None else len(y)
-        stats.update(loss.detach(), weight, (winners == y).sum(), len(y))
+        n = y.shape[0]
+        stats.add(loss.detach(), w.detach().sum() if w is not None else n, (winners == y).sum(), n)
         return loss
 
     @override
     def on_train_epoch_start(self) -> None:
         self._epoch_start_step = self.global_step
-        self._finite_batches.zero_()
 
     @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self._step(batch, self.train_stats)
-        # Counts the batches before the epoch's loss total first turned non-finite (it stays so).
-        self._finite_batches.add_(torch.isfinite(self.train_stats.loss_total))
         self._log_epoch_metrics("train", prog_bar=True)
         return loss
 
@@ -389,7 +384,7 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
     def on_train_epoch_end(self) -> None:
         epoch_loss, _ = self.train_stats.compute()  # synced: every rank raises, or none
         if not torch.isfinite(epoch_loss):
-            batches = int(self._finite_batches) // self.trainer.accumulate_grad_batches
+            batches = int(self.train_stats.finite_steps) // self.trainer.accumulate_grad_batches
             raise nonfinite_loss_error(self._epoch_start_step + batches, self.current_epoch)
 
     @override
