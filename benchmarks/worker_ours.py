@@ -71,6 +71,24 @@ def _epoch_timer(clock: Any = time.perf_counter) -> Any:
     return EpochTimer()
 
 
+def _cpu_trainer(epochs: int, root: str, timer: Any, bar_and_logger: bool) -> Any:
+    """A one-CPU Trainer without checkpoints; progress bar, logger and model summary on or
+    off together."""
+    import lightning.pytorch as pl
+
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=bar_and_logger,
+        logger=bar_and_logger,
+        enable_checkpointing=False,
+        enable_model_summary=bar_and_logger,
+        callbacks=[timer],
+        default_root_dir=root,
+    )
+
+
 def _bare_module() -> Any:
     """LVQMLN with nothing but the loss in its training step (no metrics, no logging, no
     checks): what Lightning's loop costs around the step by itself."""
@@ -94,7 +112,6 @@ def epoch_time(data: str, epochs: int = 1000, skip: int = 20) -> dict[str, Any]:
     the loop has to do anyway); and the estimator's numpy engine."""
     import tempfile
 
-    import lightning.pytorch as pl
     import torch
 
     from lvqmln_torch import LVQMLN, ArrayDataModule, LVQMLNClassifier, functional
@@ -109,17 +126,7 @@ def epoch_time(data: str, epochs: int = 1000, skip: int = 20) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as root:
         for name, on, module in variants:
             timer = _epoch_timer()
-            trainer = pl.Trainer(
-                max_epochs=epochs,
-                accelerator="cpu",
-                devices=1,
-                enable_progress_bar=on,
-                logger=on,
-                enable_checkpointing=False,
-                enable_model_summary=on,
-                callbacks=[timer],
-                default_root_dir=root,
-            )
+            trainer = _cpu_trainer(epochs, root, timer, bar_and_logger=on)
             model = module()
             trainer.fit(model, ArrayDataModule(X_train, y_train))
             # One epoch = end of epoch i to end of epoch i+1: every hook, the progress bar
@@ -204,17 +211,7 @@ def step_cost(
         for _ in range(rounds):
             for name, module in (("lvqmln", LVQMLN), ("bare_module", _bare_module())):
                 timer = BatchTimer()
-                trainer = pl.Trainer(
-                    max_epochs=epochs,
-                    accelerator="cpu",
-                    devices=1,
-                    enable_progress_bar=False,
-                    logger=False,
-                    enable_checkpointing=False,
-                    enable_model_summary=False,
-                    callbacks=[timer],
-                    default_root_dir=root,
-                )
+                trainer = _cpu_trainer(epochs, root, timer, bar_and_logger=False)
                 dm = ArrayDataModule(X, y, batch_size=batch_size, seed=0)
                 trainer.fit(module(hidden_sizes=[64], latent_dim=10), dm)
                 median_batch = float(np.median(timer.batches))
