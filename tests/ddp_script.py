@@ -71,7 +71,25 @@ CASES: dict[str, dict[str, Any]] = {
         "model": {"freeze": ["prototypes"], "in_features": N_FEATURES, "n_classes": 3},
         "data": None,
     },
+    # The CNN from a plain DataLoader: its input statistics are measured on rank 0's sample in
+    # on_train_start and broadcast with the prototypes.
+    "loader_cnn": {
+        "model": {
+            "backbone": "cnn",
+            "input_shape": [1, 4, 4],
+            "n_classes": 3,
+            "channels": [4],
+            "kernel_sizes": [3],
+        },
+        "data": None,
+        "images": True,
+    },
 }
+
+
+def as_images(X: np.ndarray) -> np.ndarray:
+    """``(n, 1, 4, 4)`` images from the first four features of ``X``, each repeated 4 times."""
+    return np.repeat(X[:, :4], 4, axis=1).reshape(-1, 1, 4, 4) * 10 + 50
 
 
 def make_data() -> tuple[np.ndarray, np.ndarray]:
@@ -130,6 +148,8 @@ def fit_case(
     """
     spec = CASES[name]
     X, y = make_data()
+    if spec.get("images"):
+        X = as_images(X)
     model = model_class(shard_mean)(**COMMON, **spec["model"])
     recorder = Recorder()
     trainer = Trainer(

@@ -222,3 +222,18 @@ def test_cli_ddp_preset_matches_a_single_process_cli_run(tmp_path):
     single_state = read_checkpoint(single_ckpt)["state_dict"]
     for key, value in single_state.items():
         torch.testing.assert_close(ddp_state[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_cnn_input_statistics_are_rank0s_and_broadcast(ddp_results):
+    """A CNN fitted from a plain DataLoader measures its input statistics on rank 0's sample in
+    on_train_start; both ranks start with those (the ranks-identical test checks rank 1)."""
+    rank0, rank1 = ddp_results["loader_cnn"]
+    X, _ = ddp_script.make_data()
+    images = ddp_script.as_images(X)
+    sampler = DistributedSampler(range(len(X)), num_replicas=2, rank=0, shuffle=True, seed=0)
+    shard = images[list(sampler)]
+    for rank in (rank0, rank1):
+        assert rank["init"]["backbone.input_mean"].item() == pytest.approx(shard.mean(), rel=1e-9)
+        assert rank["init"]["backbone.input_std"].item() == pytest.approx(shard.std(), rel=1e-9)
+    other = images[list(DistributedSampler(range(len(X)), 2, rank=1, shuffle=True, seed=0))]
+    assert abs(other.mean() - shard.mean()) > 1e-6  # the shards differ: the broadcast matters
