@@ -6,6 +6,7 @@ Lightning-free (the estimator's numpy engine uses them)."""
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +19,7 @@ from .mapped import MappedRows
 __all__ = ["IndexBatches", "InMemoryBatches", "MappedBatches"]
 
 
-class IndexBatches:
+class IndexBatches(ABC):
     """The index plan shared by the batch iterators: each epoch draws one permutation from
     ``(seed, epoch)`` (identical on every rank, and again after a resume), cuts it into global
     batches of ``batch_size`` and gives this rank the entries ``rank::world_size`` of each
@@ -82,9 +83,9 @@ class IndexBatches:
         for start in range(0, self.n, size):
             yield self._shard(order[start : start + size])
 
+    @abstractmethod
     def take(self, index: Tensor) -> tuple[Tensor, ...]:
         """The batch of samples ``index``."""
-        raise NotImplementedError
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         for index in self.indices(self._next_epoch()):

@@ -22,7 +22,7 @@ from .engines import select_engine
 from .estimator_explain import ExplanationsMixin
 from .estimator_params import check_params, module_arguments, resolve_precision
 from .network import PrototypeNetwork
-from .numpy_engine import fit_numpy
+from .numpy_engine import fit_estimator_numpy
 from .persistence import load_estimator, save_estimator, set_fitted
 from .validation import check_n_classes, check_sample_weight, needs_minibatches_error
 
@@ -303,30 +303,7 @@ class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, Bas
         with quiet(params["verbose"]):
             if engine == "numpy":
                 data = ArrayData(X, y, **data_kwargs)
-                hp = config.hparams
-                network.set_prototypes(
-                    *network.initialize_from(
-                        *data.init_sample(hp["init_sample_size"], hp["seed"]),
-                        config.initializer,
-                        hp["prototypes_initializer_kwargs"],
-                        hp["seed"],
-                    )
-                )
-                if double:  # as Lightning's 64-true: initialised in float32, then cast
-                    network.double()
-                history = fit_numpy(
-                    network,
-                    hp,
-                    config.optimizer_cls,
-                    data,
-                    params["max_iter"],
-                    epsilon=params["epsilon"],
-                    patience=params["patience"],
-                    restore_best=params["restore_best"],
-                    verbose=params["verbose"],
-                )
-                if params["project_prototypes"]:
-                    network.project_prototypes(*data.train_tensors()[:2])
+                history = fit_estimator_numpy(network, config, data, params, double)
             else:
                 from .lightning_fit import fit_lightning
 

@@ -28,6 +28,7 @@ from threadpoolctl import ThreadpoolController
 from torch import Tensor, nn
 
 from .arrays import ArrayData
+from .config import ModuleConfig
 from .network import DEFAULT_ACTIVATION, PrototypeNetwork, backbone_lr
 from .numpy_core import (
     GLVQTargets,
@@ -50,7 +51,7 @@ from .rules import (
     shadow_rules,
 )
 
-__all__ = ["FitHistory", "fit_numpy"]
+__all__ = ["FitHistory", "fit_estimator_numpy", "fit_numpy"]
 
 
 @functools.cache
@@ -388,4 +389,51 @@ def fit_numpy(
                 break
     final = best.state if best is not None else engine.evaluation_buffer()
     engine.flat.write_to(network, final)
+    return history
+
+
+def fit_estimator_numpy(
+    network: PrototypeNetwork,
+    config: ModuleConfig,
+    data: ArrayData,
+    params: Mapping[str, Any],
+    double: bool,
+) -> FitHistory:
+    """The estimator's fit on this engine: initialise the prototypes from the data's bounded
+    sample, train with :func:`fit_numpy`, and project the prototypes if asked.
+
+    Args:
+        network: the estimator's network, built from ``config``.
+        config: the validated module configuration.
+        data: the training (and optional validation) data.
+        params: the estimator's parameters (``max_iter``, ``epsilon``, ``patience``,
+            ``restore_best``, ``verbose``, ``project_prototypes``).
+        double: train in float64 (initialised in float32 and then cast, as Lightning's
+            ``64-true``).
+
+    Returns:
+        The per-epoch training (and validation) losses.
+    """
+    hp = config.hparams
+    x, y = data.init_sample(hp["init_sample_size"], hp["seed"])
+    network.set_prototypes(
+        *network.initialize_from(
+            x, y, config.initializer, hp["prototypes_initializer_kwargs"], hp["seed"]
+        )
+    )
+    if double:
+        network.double()
+    history = fit_numpy(
+        network,
+        hp,
+        config.optimizer_cls,
+        data,
+        params["max_iter"],
+        epsilon=params["epsilon"],
+        patience=params["patience"],
+        restore_best=params["restore_best"],
+        verbose=params["verbose"],
+    )
+    if params.get("project_prototypes"):
+        network.project_prototypes(*data.train_tensors()[:2])
     return history

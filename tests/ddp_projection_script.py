@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import Callback, Trainer
+from _ddp import ddp_trainer
+from lightning.pytorch import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
 from lvqmln_torch import LVQMLN, ArrayDataModule
@@ -64,18 +65,7 @@ def fit_case(name: str, devices: int) -> dict[str, Any]:
     model = LVQMLN(
         in_features=N_FEATURES, n_classes=3, n_prototypes_per_class=2, latent_dim=3, seed=3
     )
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        precision="64-true",
-        max_epochs=EPOCHS,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[brute, PrototypeProjection(every_n_epochs=1)],
-    )
+    trainer = ddp_trainer(devices, EPOCHS, [brute, PrototypeProjection(every_n_epochs=1)])
     if name == "loader":
         dataset = TensorDataset(torch.as_tensor(X), torch.as_tensor(y))
         trainer.fit(

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import Callback, Trainer
+from _ddp import ddp_trainer
+from lightning.pytorch import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
 from lvqmln_torch import LVQMLN, ArrayDataModule
@@ -152,18 +153,7 @@ def fit_case(
         X = as_images(X)
     model = model_class(shard_mean)(**COMMON, **spec["model"])
     recorder = Recorder()
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        precision="64-true",
-        max_epochs=EPOCHS,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder],
-    )
+    trainer = ddp_trainer(devices, EPOCHS, [recorder])
     if spec["data"] is None:
         dataset = TensorDataset(torch.as_tensor(X), torch.as_tensor(y))
         # Under DDP, Lightning gives a training DataLoader a shuffled DistributedSampler.

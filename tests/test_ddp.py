@@ -7,7 +7,6 @@ process start-up); the single-process references run here, in the test process.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -17,14 +16,13 @@ from typing import Any
 
 import pytest
 import torch
+from _ddp import load_script, run_ddp_script
 from torch.utils.data import DistributedSampler
 
 from lvqmln_torch import LVQMLN
 
 SCRIPT = Path(__file__).with_name("ddp_script.py")
-_spec = importlib.util.spec_from_file_location("ddp_script", SCRIPT)
-ddp_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ddp_script)
+ddp_script = load_script(SCRIPT)
 
 # Cases whose global batches equal a single-process run's (ArrayDataModule shards each global
 # batch rank::world_size); with class weights the reference is the mean of the two shard losses.
@@ -41,21 +39,7 @@ ATOL = 1e-8
 def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """Run the DDP script once (2 CPU processes) and load every rank's results."""
     out = tmp_path_factory.mktemp("ddp")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    }
-    env["LIGHTNING_DISABLE_TIPS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), "--devices", "2"],
-        cwd=SCRIPT.parent.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    assert proc.returncode == 0, f"DDP script failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    run_ddp_script(SCRIPT, out, timeout=540)
     results = {}
     for name in ddp_script.CASES:
         ranks = [torch.load(out / f"{name}_rank{r}.pt", weights_only=True) for r in range(2)]

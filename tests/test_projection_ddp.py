@@ -4,40 +4,21 @@ data, and a run over an ArrayDataModule equals one process."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from _ddp import load_script, run_ddp_script
 
 SCRIPT = Path(__file__).with_name("ddp_projection_script.py")
-_spec = importlib.util.spec_from_file_location("ddp_projection_script", SCRIPT)
-script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(script)
+script = load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     out = tmp_path_factory.mktemp("ddp_projection")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    }
-    env["LIGHTNING_DISABLE_TIPS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), "--devices", "2"],
-        cwd=SCRIPT.parent.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"DDP script failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    run_ddp_script(SCRIPT, out, timeout=300)
     return {
         name: [torch.load(out / f"{name}_rank{r}.pt", weights_only=True) for r in range(2)]
         for name in script.CASES
