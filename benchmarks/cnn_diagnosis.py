@@ -21,10 +21,10 @@ import torch
 from sklearn.datasets import load_digits
 
 from lvqmln_torch import functional as F
-from lvqmln_torch.config import module_config
-from lvqmln_torch.estimator_params import module_arguments
-from lvqmln_torch.network import PrototypeNetwork, backbone_lr
-from lvqmln_torch.optimizers import parameter_groups
+from lvqmln_torch.core.network import PrototypeNetwork, backbone_lr
+from lvqmln_torch.sklearn.params import module_arguments
+from lvqmln_torch.training.config import module_config
+from lvqmln_torch.training.optimizers import parameter_groups
 
 UPSTREAM = {"cnn_head": "mean", "standardize_input": False}
 CONFIGS = {

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from lvqmln_torch.network import PrototypeNetwork
+from lvqmln_torch.core.network import PrototypeNetwork
 
 FEATURES, LATENT, CLASSES, PER_CLASS, K = 32, 16, 10, 3, 10
 

@@ -18,7 +18,7 @@ clf = LVQMLNClassifier(
 ).fit(X_train, y_train)
 print(f"test accuracy {clf.score(X_test, y_test):.3f}")
 indices, _ = clf.prototype_exemplars(X_test, y_test, k=6)
-from lvqmln_torch.explain_plots import plot_exemplars  # noqa: E402
+from lvqmln_torch.viz.explain_plots import plot_exemplars  # noqa: E402
 
 plot_exemplars(
     X_test,

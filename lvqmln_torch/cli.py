@@ -1,4 +1,4 @@
-"""The ``lvqmln`` command line: LightningCLI over :class:`~lvqmln_torch.LVQMLN` with any
+"""The ``lvqmln`` command line: LightningCLI over [`LVQMLN`][lvqmln_torch.lightning.model.LVQMLN] with any
 ``LightningDataModule`` (the built-in and CSV ones by their short names).
 
 Examples::
@@ -27,12 +27,12 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
-from . import callbacks as _callbacks  # noqa: F401  (short class names for --trainer.callbacks)
-from .checkpoint import CheckpointError, read_checkpoint
-from .csv_data import CsvDataModule, CsvPredictionWriter
-from .data import ArrayDataModule
-from .datasets import BuiltinDataModule
-from .model import LVQMLN
+from .data.builtin import BuiltinDataModule
+from .data.csv_datamodule import CsvDataModule, CsvPredictionWriter
+from .data.datamodule import ArrayDataModule
+from .io.checkpoint import CheckpointError, read_checkpoint
+from .lightning import callbacks as _callbacks  # noqa: F401  (short class names for --trainer.callbacks)
+from .lightning.model import LVQMLN
 
 __all__ = ["DATAMODULES", "LVQMLNCLI", "main", "run_cli"]
 
@@ -56,8 +56,8 @@ class LVQMLNCLI(LightningCLI):
     Differences from a plain ``LightningCLI(LVQMLN, ...)``:
 
     - ``--data`` takes any ``LightningDataModule`` subclass by its import path
-      (``class_path`` in a config file), and :class:`~lvqmln_torch.datasets.BuiltinDataModule`
-      and :class:`~lvqmln_torch.csv_data.CsvDataModule` by their short names. The model's
+      (``class_path`` in a config file), and [`BuiltinDataModule`][lvqmln_torch.data.builtin.BuiltinDataModule]
+      and [`CsvDataModule`][lvqmln_torch.data.csv_datamodule.CsvDataModule] by their short names. The model's
       ``backbone`` takes ``"mlp"``, ``"cnn"`` or any ``nn.Module`` by ``class_path``.
     - The optimizer and scheduler are the model's own arguments (``--model.optimizer``,
       ``--model.lr``, ``--model.lr_scheduler`` …), not LightningCLI's generic ones.
@@ -200,7 +200,7 @@ def run_cli(args: Sequence[str] | None = None) -> LVQMLNCLI:
 
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``lvqmln`` console script (exit status 0 on success, 2 on a bad
-    argument). ``lvqmln explain …`` runs :mod:`lvqmln_torch.explain_cli`. The current folder
+    argument). ``lvqmln explain …`` runs [`lvqmln_torch.explain_cli`][lvqmln_torch.explain_cli]. The current folder
     is on the import path, as with ``python -m``, so a config's ``class_path`` finds the
     user's own modules there."""
     if os.getcwd() not in sys.path and "" not in sys.path:

@@ -39,8 +39,8 @@ def run_demo(
     import torch
     from lightning.pytorch import Trainer
 
-    from .datasets import BuiltinDataModule
-    from .model import LVQMLN
+    from .data.builtin import BuiltinDataModule
+    from .lightning.model import LVQMLN
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,7 @@ def run_demo(
             print("matplotlib is not installed: skipping the latent-space plot")
             plot = False
         else:
-            from .callbacks import LatentSpacePlot
+            from .lightning.callbacks import LatentSpacePlot
 
             callbacks.append(LatentSpacePlot(dirpath=output, log_to_logger=False))
     trainer = Trainer(

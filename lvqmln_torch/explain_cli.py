@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._files import atomic_write
-from .arrays import encode_labels
+from .core.files import atomic_write
+from .data.labels import encode_labels
 
 __all__ = ["main", "run_explain"]
 
@@ -56,7 +56,7 @@ def _read_inputs(
                 raise FileNotFoundError(f"labels file {str(labels)!r} does not exist")
             y = np.load(labels, allow_pickle=False)
     elif path.suffix == ".csv":
-        from .csv_data import read_csv_table
+        from .data.csv_read import read_csv_table
 
         if labels is not None:
             raise ValueError("--labels is for .npy inputs; a CSV file holds its label column")
@@ -119,8 +119,8 @@ def run_explain(
         FileNotFoundError: for a missing file.
         ValueError: for unreadable or mismatched inputs, or a bad ``k``.
     """
-    from .checkpoint import load_checkpoint, read_checkpoint
-    from .explain_plots import plot_accuracy_rejection, plot_exemplars
+    from .io.checkpoint import load_checkpoint, read_checkpoint
+    from .viz.explain_plots import plot_accuracy_rejection, plot_exemplars
 
     raw = read_checkpoint(checkpoint)
     model = load_checkpoint(checkpoint, map_location="cpu").to(torch.device(device))
@@ -153,7 +153,7 @@ def run_explain(
     curve = None if y_idx is None else model.accuracy_rejection_curve(X, y_idx)
     curve_figure = None if curve is None else plot_accuracy_rejection(curve)
 
-    from .plotting import save_figure
+    from .viz.plotting import save_figure
 
     out = Path(output)
 
@@ -186,7 +186,7 @@ def main(args: Sequence[str] | None = None) -> None:
     ns = parser.parse_args(None if args is None else list(args))
     from sklearn.exceptions import NotFittedError
 
-    from .checkpoint import CheckpointError
+    from .io.checkpoint import CheckpointError
 
     try:
         written = run_explain(

@@ -18,8 +18,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lvqmln_torch import LVQMLN
-from lvqmln_torch.data import ArrayDataModule, InMemoryBatches
-from lvqmln_torch.interop import backbone_to_jax, images_nchw_to_nhwc
+from lvqmln_torch.data.batches import InMemoryBatches
+from lvqmln_torch.data.datamodule import ArrayDataModule
+from lvqmln_torch.io.interop import backbone_to_jax, images_nchw_to_nhwc
 
 GROUPS = ("prototypes", "backbone")
 
@@ -59,7 +60,7 @@ def batch_order(
     n: int, batch_size: int | None, shuffle: bool, seed: int, epochs: int
 ) -> list[np.ndarray]:
     """The index of every training step, epochs concatenated, taken from
-    :class:`~lvqmln_torch.data.InMemoryBatches` itself (over ``arange(n)``), so it cannot
+    :class:`~lvqmln_torch.data.batches.InMemoryBatches` itself (over ``arange(n)``), so it cannot
     drift from what the datamodule feeds the trainer."""
     index = torch.arange(n)
     order = []

@@ -1,4 +1,4 @@
-"""Two-process CPU DDP runs of :class:`~lvqmln_torch.callbacks.PrototypeProjection`, launched
+"""Two-process CPU DDP runs of :class:`~lvqmln_torch.lightning.callbacks.PrototypeProjection`, launched
 by ``tests/test_projection_ddp.py`` as a subprocess (DDP cannot run under pytest).
 
 Usage::
@@ -24,7 +24,7 @@ from lightning.pytorch import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
 from lvqmln_torch import LVQMLN, ArrayDataModule
-from lvqmln_torch.callbacks import PrototypeProjection
+from lvqmln_torch.lightning.callbacks import PrototypeProjection
 
 N_SAMPLES, N_FEATURES, GLOBAL_BATCH, EPOCHS = 90, 4, 18, 4
 CASES = ("datamodule", "loader")

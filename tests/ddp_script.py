@@ -27,7 +27,7 @@ from lightning.pytorch import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
 from lvqmln_torch import LVQMLN, ArrayDataModule
-from lvqmln_torch._files import atomic_write
+from lvqmln_torch.core.files import atomic_write
 
 N_SAMPLES = 96
 N_FEATURES = 5

@@ -1,4 +1,4 @@
-"""Unit tests of ``lvqmln_torch.backbones`` (no JAX): the reference initialisation (Glorot
+"""Unit tests of ``lvqmln_torch.core.backbones`` (no JAX): the reference initialisation (Glorot
 bounds, zero biases, seeded), output shapes and ranges, the activation registry and the errors
 for bad configurations and bad input.
 """
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from lvqmln_torch.backbones import ACTIVATIONS, CNNBackbone, MLPBackbone, get_activation
+from lvqmln_torch.core.backbones import ACTIVATIONS, CNNBackbone, MLPBackbone, get_activation
 
 ACTIVATION_NAMES = ["sigmoid", "relu", "tanh", "leaky_relu", "selu"]
 

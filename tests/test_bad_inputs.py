@@ -26,10 +26,10 @@ from _trainers import quiet_trainer
 from sklearn.exceptions import NotFittedError
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, BuiltinDataModule, load_builtin
-from lvqmln_torch.checkpoint import CheckpointError, load_checkpoint
 from lvqmln_torch.cli import main as cli_main
-from lvqmln_torch.csv_data import CsvDataModule
-from lvqmln_torch.estimator import LVQMLNClassifier
+from lvqmln_torch.data.csv_datamodule import CsvDataModule
+from lvqmln_torch.io.checkpoint import CheckpointError, load_checkpoint
+from lvqmln_torch.sklearn.estimator import LVQMLNClassifier
 
 X, Y = load_builtin("iris")
 XT, YT = torch.tensor(X, dtype=torch.float32), torch.tensor(Y)

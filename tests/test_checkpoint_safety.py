@@ -13,8 +13,8 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
-from lvqmln_torch.callbacks import LossConvergence, RestoreBest
-from lvqmln_torch.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from lvqmln_torch.io.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from lvqmln_torch.lightning.callbacks import LossConvergence, RestoreBest
 
 
 def _trainer(tmp_path, **kw) -> L.Trainer:

@@ -10,8 +10,8 @@ from _trainers import quiet_trainer
 from sklearn.datasets import load_iris
 
 from lvqmln_torch import LVQMLN
-from lvqmln_torch._files import atomic_write
-from lvqmln_torch.csv_data import (
+from lvqmln_torch.core.files import atomic_write
+from lvqmln_torch.data.csv_datamodule import (
     CsvDataModule,
     CsvPredictionWriter,
     read_csv_table,

@@ -11,7 +11,7 @@ import pytest
 from _trainers import quiet_trainer
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, csv_read
-from lvqmln_torch.csv_read import csv_to_npy, read_csv_table
+from lvqmln_torch.data.csv_read import csv_to_npy, read_csv_table
 
 CLEAN = {
     "string-labels": "a,b,label\n1,2.5,x\n3,-4e-3,y\n5,6,x\n",

@@ -12,7 +12,8 @@ from _trainers import quiet_trainer
 from lightning.pytorch.callbacks import Callback
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
-from lvqmln_torch.data import InMemoryBatches, encode_labels
+from lvqmln_torch.data.batches import InMemoryBatches
+from lvqmln_torch.data.labels import encode_labels
 
 
 def _blobs(n_per_class=(40, 30, 20), d=3, seed=0, labels=None):

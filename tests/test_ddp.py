@@ -159,8 +159,8 @@ def test_on_train_start_initialisation_is_rank0_broadcast(ddp_results):
 def test_cli_ddp_preset_matches_a_single_process_cli_run(tmp_path):
     """``lvqmln fit`` with ``configs/trainer/ddp.yaml`` on two CPU processes (a third launch,
     so marked slow) ends on the weights of the same command on one process."""
-    from lvqmln_torch.checkpoint import read_checkpoint
     from lvqmln_torch.cli import main as cli_main
+    from lvqmln_torch.io.checkpoint import read_checkpoint
 
     root = SCRIPT.parent.parent
     common = [

@@ -13,7 +13,7 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 from lvqmln_torch import LVQMLN, LVQMLNClassifier, explain
-from lvqmln_torch.explain import merge_nearest, relative_similarity, select_smallest
+from lvqmln_torch.core.explain import merge_nearest, relative_similarity, select_smallest
 
 
 def blobs(n: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -260,7 +260,7 @@ def test_plots_of_exemplars_and_curve(fitted, data, tmp_path):
     assert len(figure.axes) == 6 and (tmp_path / "ex.png").stat().st_size > 0
     figure = fitted.plot_accuracy_rejection(X, y, path=tmp_path / "arc.png")
     assert (tmp_path / "arc.png").stat().st_size > 0
-    from lvqmln_torch.explain_plots import plot_exemplars
+    from lvqmln_torch.viz.explain_plots import plot_exemplars
 
     images = np.random.default_rng(0).random((10, 1, 4, 4))
     figure = plot_exemplars(images, np.array([[0, 3], [5, -1]]), np.ones((2, 2)), ["x", "y"])

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from lvqmln_torch import load_builtin
-from lvqmln_torch.checkpoint import load_checkpoint
 from lvqmln_torch.cli import main, run_cli
+from lvqmln_torch.io.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "iris_mlp.yaml")

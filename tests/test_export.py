@@ -10,7 +10,7 @@ from sklearn.exceptions import NotFittedError
 from torch import nn
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
-from lvqmln_torch.export import (
+from lvqmln_torch.io.export import (
     LVQMLNPredictor,
     export_onnx,
     export_program,

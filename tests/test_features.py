@@ -14,13 +14,13 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
 from lvqmln_torch import functional as F
-from lvqmln_torch.callbacks import (
+from lvqmln_torch.lightning.callbacks import (
     ExponentialMovingAverage,
     Lookahead,
     LossConvergence,
     RestoreBest,
 )
-from lvqmln_torch.schedules import SCHEDULES, build_schedule
+from lvqmln_torch.training.schedules import SCHEDULES, build_schedule
 
 # ---------------------------------------------------------------- helpers
 

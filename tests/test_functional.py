@@ -1,4 +1,4 @@
-"""Unit tests of ``lvqmln_torch.functional`` on its own (no JAX): the upstream fixed points,
+"""Unit tests of ``lvqmln_torch.core.functional`` on its own (no JAX): the upstream fixed points,
 transfers, ties, empty classes, and the errors for bad input.
 
 The fixed points are the values the upstream library (prosemble 2.4.0, float32) prints for

@@ -12,12 +12,12 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
 from lvqmln_torch import LVQMLN, CNNBackbone, LVQMLNClassifier, TrainingStallWarning
-from lvqmln_torch.config import legacy_hparams, module_config
-from lvqmln_torch.estimator_params import module_arguments
-from lvqmln_torch.export import export_program
-from lvqmln_torch.interop import backbone_to_jax
-from lvqmln_torch.network import PrototypeNetwork, backbone_lr
-from lvqmln_torch.rules import StallRule
+from lvqmln_torch.core.network import PrototypeNetwork, backbone_lr
+from lvqmln_torch.io.export import export_program
+from lvqmln_torch.io.interop import backbone_to_jax
+from lvqmln_torch.sklearn.params import module_arguments
+from lvqmln_torch.training.config import legacy_hparams, module_config
+from lvqmln_torch.training.rules import StallRule
 
 DIGITS = load_digits()
 RAW = DIGITS.images[:, None].astype(np.float32)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lvqmln_torch import LVQMLN, ArrayDataModule
-from lvqmln_torch.initializers import (
+from lvqmln_torch.core.initializers import (
     INITIALIZERS,
     check_initializer,
     initialize_prototypes,

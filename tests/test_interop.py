@@ -1,4 +1,4 @@
-"""Unit tests of ``lvqmln_torch.interop`` (no JAX needed): the seed's parameter layout, exact
+"""Unit tests of ``lvqmln_torch.io.interop`` (no JAX needed): the seed's parameter layout, exact
 round trips in both directions, dtype handling, image layout conversion, and the errors.
 """
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lvqmln_torch.backbones import CNNBackbone, MLPBackbone
-from lvqmln_torch.interop import (
+from lvqmln_torch.core.backbones import CNNBackbone, MLPBackbone
+from lvqmln_torch.io.interop import (
     backbone_from_jax,
     backbone_to_jax,
     images_nchw_to_nhwc,

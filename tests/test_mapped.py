@@ -17,7 +17,7 @@ import torch
 from _trainers import quiet_trainer
 
 from lvqmln_torch import LVQMLN, ArrayData, ArrayDataModule, LVQMLNClassifier, mapped
-from lvqmln_torch.batches import MappedBatches
+from lvqmln_torch.data.batches import MappedBatches
 
 N, D = 300, 5
 SCRIPT = Path(__file__).with_name("mapped_memory_script.py")

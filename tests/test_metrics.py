@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from lvqmln_torch.metrics import EpochStats
-from lvqmln_torch.rules import EpochMean
+from lvqmln_torch.lightning.metrics import EpochStats
+from lvqmln_torch.training.rules import EpochMean
 
 
 def test_epoch_stats_weighted_mean_loss_and_accuracy_by_hand():

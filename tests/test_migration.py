@@ -18,8 +18,8 @@ from sklearn.exceptions import NotFittedError
 from lvqmln_jax_ref import backbones as jref
 from lvqmln_jax_ref import losses as jloss
 from lvqmln_torch import LVQMLN, ArrayDataModule, LVQMLNClassifier, from_prosemble
-from lvqmln_torch.interop import images_nhwc_to_nchw
-from lvqmln_torch.migration import lvqmln_from_prosemble
+from lvqmln_torch.io.interop import images_nhwc_to_nchw
+from lvqmln_torch.sklearn.migration import lvqmln_from_prosemble
 
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 NUMPY_ACTIVATIONS = {

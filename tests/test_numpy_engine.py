@@ -23,9 +23,9 @@ import lvqmln_jax_ref as ref
 from lvqmln_torch import LVQMLN, ArrayDataModule, LVQMLNClassifier
 from lvqmln_torch import functional as F
 from lvqmln_torch import numpy_core as N
-from lvqmln_torch.backbones import MLPBackbone
-from lvqmln_torch.optimizers import OPTIMIZERS
-from lvqmln_torch.schedules import SCHEDULES
+from lvqmln_torch.core.backbones import MLPBackbone
+from lvqmln_torch.training.optimizers import OPTIMIZERS
+from lvqmln_torch.training.schedules import SCHEDULES
 
 RTOL = {np.float64: 1e-12, np.float32: 1e-5}
 

@@ -1,9 +1,9 @@
 """Forward parity of the torch backbones with the JAX reference (``lvqmln_jax_ref``).
 
 Both directions of conversion are exercised: ``torch_to_jax`` initialises the torch module
-(seeded) and exports it with :func:`~lvqmln_torch.interop.backbone_to_jax`;
+(seeded) and exports it with :func:`~lvqmln_torch.io.interop.backbone_to_jax`;
 ``jax_to_torch`` initialises with the reference's ``mlp_init`` / ``cnn_init`` and loads the
-parameters into a torch module with :func:`~lvqmln_torch.interop.backbone_from_jax`.
+parameters into a torch module with :func:`~lvqmln_torch.io.interop.backbone_from_jax`.
 
 Tolerance (SPEC §4): float64 agrees to 1e-12, float32 to 1e-5, relative: elementwise ``rtol``
 plus ``atol = rtol · max|expected|``, so an entry that is a near-cancelling sum is judged
@@ -24,8 +24,8 @@ import pytest
 import torch
 
 import lvqmln_jax_ref as ref
-from lvqmln_torch.backbones import CNNBackbone, MLPBackbone
-from lvqmln_torch.interop import backbone_from_jax, backbone_to_jax, images_nchw_to_nhwc
+from lvqmln_torch.core.backbones import CNNBackbone, MLPBackbone
+from lvqmln_torch.io.interop import backbone_from_jax, backbone_to_jax, images_nchw_to_nhwc
 
 ACTIVATIONS = ["sigmoid", "relu", "tanh", "leaky_relu", "selu"]
 DIRECTIONS = ["torch_to_jax", "jax_to_torch"]

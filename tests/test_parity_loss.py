@@ -26,7 +26,7 @@ from test_parity_forward import DIRECTIONS, DTYPES, assert_parity, inputs, make_
 
 import lvqmln_jax_ref as ref
 from lvqmln_torch import functional as F
-from lvqmln_torch.interop import backbone_to_jax, images_nhwc_to_nchw
+from lvqmln_torch.io.interop import backbone_to_jax, images_nhwc_to_nchw
 
 TRANSFERS = ["identity", "sigmoid_beta", "swish_beta"]
 

@@ -9,8 +9,8 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
-from lvqmln_torch.callbacks import LatentSpacePlot
-from lvqmln_torch.plotting import (
+from lvqmln_torch.lightning.callbacks import LatentSpacePlot
+from lvqmln_torch.viz.plotting import (
     nearest_prototype_fn,
     plot_latent_space,
     plot_model_latent_space,

@@ -12,8 +12,8 @@ from lightning.pytorch import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, LVQMLNClassifier
-from lvqmln_torch.callbacks import PrototypeProjection, RestoreBest
-from lvqmln_torch.checkpoint import load_checkpoint
+from lvqmln_torch.io.checkpoint import load_checkpoint
+from lvqmln_torch.lightning.callbacks import PrototypeProjection, RestoreBest
 
 
 def blobs(n: int = 120, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:

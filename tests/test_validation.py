@@ -16,17 +16,8 @@ from sklearn.datasets import load_iris
 from sklearn.model_selection import GridSearchCV
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, LVQMLNClassifier, MLPBackbone
-from lvqmln_torch.head import PrototypeHead
-from lvqmln_torch.rules import (
-    BestTracker,
-    ConvergenceRule,
-    EMARule,
-    LookaheadRule,
-    PatienceRule,
-    evaluating_rule,
-    shadow_rules,
-)
-from lvqmln_torch.validation import (
+from lvqmln_torch.core.head import PrototypeHead
+from lvqmln_torch.core.validation import (
     Integer,
     IntegerList,
     Keywords,
@@ -34,6 +25,15 @@ from lvqmln_torch.validation import (
     Real,
     check_lookahead,
     plain,
+)
+from lvqmln_torch.training.rules import (
+    BestTracker,
+    ConvergenceRule,
+    EMARule,
+    LookaheadRule,
+    PatienceRule,
+    evaluating_rule,
+    shadow_rules,
 )
 
 X, Y = load_iris(return_X_y=True)

@@ -1,0 +1,3 @@
+"""Layer 3, Lightning (built on ``core``, ``data``, ``training`` and ``viz``): the
+``LVQMLN`` LightningModule, its epoch metrics, what it reads from a user's data, and the
+callbacks of the training features."""

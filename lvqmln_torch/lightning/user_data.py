@@ -1,0 +1,210 @@
+"""What the LightningModule reads from a user's data without knowing its type: the parts of a
+batch, the sizes, a bounded sample for the prototype initialisation, and how the
+datamodule's hyperparameters are logged beside the module's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..core.validation import plain
+
+__all__ = [
+    "DatamoduleHparamsLogging",
+    "check_init_sample",
+    "first_samples",
+    "merged_hparams",
+    "read_sizes",
+    "sample_shape_of",
+    "unpack",
+]
+
+
+def unpack(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(x, y, sample_weight or None)`` of a batch.
+
+    Args:
+        batch: ``(x, y)``, ``(x, y, sample_weight)`` or a mapping with keys ``"x"``, ``"y"``
+            and optionally ``"sample_weight"``.
+
+    Raises:
+        ValueError: for any other structure, or inputs and labels of different lengths.
+    """
+    if isinstance(batch, Mapping):
+        x, y, w = batch["x"], batch["y"], batch.get("sample_weight")
+    elif len(batch) in (2, 3):
+        x, y, w = batch[0], batch[1], batch[2] if len(batch) == 3 else None
+    else:
+        raise ValueError(f"a batch must be (x, y) or (x, y, sample_weight), got {len(batch)} items")
+    if len(x) != len(y):
+        raise ValueError(f"a batch has {len(x)} inputs but {len(y)} labels: X and y lengths differ")
+    return x, y, w
+
+
+def first_samples(loader: Iterable[Any], limit: int) -> tuple[Tensor, Tensor]:
+    """The inputs and labels of a loader's first batches, ``limit`` samples at most.
+
+    Reading stops as soon as the sample is complete, so an endless loader is fine and the
+    cost does not grow with the data set.
+
+    Args:
+        loader: yields batches (see [`unpack`][lvqmln_torch.lightning.user_data.unpack]).
+        limit: the most samples to read.
+
+    Returns:
+        ``(n, ...)`` inputs and ``(n,)`` labels, ``n = min(limit, samples in the loader)``,
+        where the loader put them (the CPU for a ``DataLoader``).
+
+    Raises:
+        ValueError: for a loader without any batch.
+    """
+    xs, ys, n = [], [], 0
+    for batch in loader:
+        x, y, _ = unpack(batch)
+        xs.append(x[: limit - n])
+        ys.append(y[: limit - n])
+        n += len(ys[-1])
+        if n >= limit:
+            break
+    if not xs:
+        raise ValueError("the training loader is empty: no samples to initialise the prototypes")
+    return torch.cat(xs), torch.cat(ys)
+
+
+def sample_shape_of(datamodule: Any) -> tuple[tuple[int, ...] | None, str]:
+    """The per-sample input shape of a datamodule's data, and where it was read.
+
+    From its ``input_shape`` (images) or ``n_features`` (flat) attribute when it has one,
+    else from the first batch of its ``train_dataloader()``.
+
+    Returns:
+        ``(shape, where)``: ``shape`` is ``(d,)`` or ``(C, H, W)``, ``None`` when the
+        datamodule tells nothing; ``where`` names the source for error messages.
+    """
+    if getattr(datamodule, "input_shape", None) is not None:
+        shape = tuple(int(s) for s in datamodule.input_shape)
+        return shape, f"{type(datamodule).__name__}.input_shape"
+    if getattr(datamodule, "n_features", None) is not None:
+        return (int(datamodule.n_features),), f"{type(datamodule).__name__}.n_features"
+    if hasattr(datamodule, "train_dataloader"):
+        for batch in datamodule.train_dataloader():
+            shape = tuple(int(s) for s in unpack(batch)[0].shape[1:])
+            return shape, f"the first training batch of {type(datamodule).__name__}"
+    return None, type(datamodule).__name__
+
+
+def read_sizes(hparams: Any, datamodule: Any, custom_backbone: bool) -> None:
+    """Fill the module's unknown sizes from a datamodule, in place: ``n_classes`` and
+    ``classes`` from its ``n_classes`` / ``classes_`` attributes; ``in_features`` (MLP) or
+    ``input_shape`` (CNN) from [`sample_shape_of`][lvqmln_torch.lightning.user_data.sample_shape_of].
+
+    Args:
+        hparams: the module's hyperparameters (``backbone``, ``in_features``, ``input_shape``,
+            ``n_classes``, ``classes``).
+        datamodule: any object; missing attributes leave the sizes unknown.
+        custom_backbone: a custom backbone needs no input size.
+
+    Raises:
+        ValueError: for samples of the wrong rank for the backbone.
+    """
+    if hparams["n_classes"] is None and getattr(datamodule, "n_classes", None) is not None:
+        hparams["n_classes"] = int(datamodule.n_classes)
+    if hparams["classes"] is None and getattr(datamodule, "classes_", None) is not None:
+        hparams["classes"] = plain(datamodule.classes_)
+    backbone = hparams["backbone"]
+    wanted = "in_features" if backbone == "mlp" else "input_shape"
+    if custom_backbone or hparams[wanted] is not None:
+        return
+    shape, where = sample_shape_of(datamodule)
+    if shape is None:
+        return
+    if backbone == "mlp" and len(shape) != 1:
+        raise ValueError(
+            f"backbone='mlp' needs flat (n, d) inputs, but the samples have shape {shape} "
+            f"({where}); use backbone='cnn' for (n, C, H, W) images, or flatten the inputs"
+        )
+    if backbone == "cnn" and len(shape) != 3:
+        raise ValueError(
+            f"backbone='cnn' needs (n, C, H, W) image inputs, but the samples have shape "
+            f"{shape} ({where}); use backbone='mlp' for flat inputs, or reshape them to "
+            "images and pass input_shape=(C, H, W)"
+        )
+    hparams[wanted] = shape[0] if backbone == "mlp" else list(shape)
+
+
+def merged_hparams(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The module's hyperparameters to log when they clash with the datamodule's.
+
+    Lightning refuses to log when both share a key with different values (a datamodule with
+    its own ``seed``, say); it then logs the datamodule's alone, and the module logs these.
+
+    Args:
+        ours: the module's initial hyperparameters.
+        theirs: the datamodule's.
+
+    Returns:
+        ``None`` when nothing clashes (Lightning merges them itself); else the module's
+        hyperparameters plus the datamodule's clashing values as ``datamodule.<key>``.
+    """
+    clashing = [
+        key
+        for key in ours.keys() & theirs.keys()
+        if key != "_class_path"
+        and (type(ours[key]) is not type(theirs[key]) or ours[key] != theirs[key])
+    ]
+    if not clashing:
+        return None
+    logged = {key: value for key, value in ours.items() if key != "_class_path"}
+    return {**logged, **{f"datamodule.{key}": theirs[key] for key in sorted(clashing)}}
+
+
+def check_init_sample(y: Tensor, classes: np.ndarray, bound: int, source: str) -> None:
+    """Every class must occur in a bounded initialisation sample (for the initializers that
+    draw on each class's samples).
+
+    Args:
+        y: ``(n,)`` class indices of the sample.
+        classes: the original labels in class-index order (named in the error).
+        bound: the model's ``init_sample_size``; a sample smaller than it is the whole
+            training data, whose missing classes the initializer reports itself.
+        source: where the sample came from, for the message.
+
+    Raises:
+        ValueError: naming the missing classes and ``init_sample_size``.
+    """
+    if len(y) < bound:
+        return
+    counts = torch.bincount(torch.as_tensor(y).cpu(), minlength=len(classes))
+    missing = torch.nonzero(counts == 0).flatten().tolist()
+    if missing:
+        raise ValueError(
+            f"classes {classes[missing].tolist()} do not occur in the {len(y)} samples from "
+            f"{source} that initialise the prototypes (init_sample_size={bound}); raise "
+            "init_sample_size, or shuffle the training data so that every class appears early"
+        )
+
+
+class DatamoduleHparamsLogging:
+    """LightningModule mixin: a datamodule whose hyperparameters clash with the module's (a
+    user's datamodule with its own ``seed``) no longer stops the run. Lightning refuses to log
+    such a pair; then it logs the datamodule's alone and the module logs
+    [`merged_hparams`][lvqmln_torch.lightning.user_data.merged_hparams] itself when its loop starts. Call `_defer_clashing_hparams`
+    in ``setup`` and `_log_pending_hparams` in the ``on_*_start`` hooks."""
+
+    _pending_hparams: dict[str, Any] | None = None
+
+    def _defer_clashing_hparams(self, datamodule: Any) -> None:
+        self._pending_hparams = None
+        if self.trainer.loggers and getattr(datamodule, "_log_hyperparams", False):
+            self._pending_hparams = merged_hparams(self.hparams_initial, datamodule.hparams_initial)
+        self._log_hyperparams = self._pending_hparams is None
+
+    def _log_pending_hparams(self) -> None:
+        if self._pending_hparams is not None:
+            for logger in self.trainer.loggers:
+                logger.log_hyperparams(self._pending_hparams)
+            self._log_hyperparams, self._pending_hparams = True, None

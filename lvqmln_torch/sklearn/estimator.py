@@ -1,0 +1,432 @@
+"""A drop-in scikit-learn estimator for LVQMLN, with the constructor of upstream's
+``prosemble.models.LVQMLN`` (same parameter names and defaults). Small MLP problems train on the
+numpy engine without Lightning (which is then never imported); the rest on a Lightning
+``Trainer`` ([`lvqmln_torch.sklearn.lightning_fit`][lvqmln_torch.sklearn.lightning_fit])."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..core.network import PrototypeNetwork
+from ..core.validation import check_n_classes, check_sample_weight, needs_minibatches_error
+from ..data.arrays import ArrayData
+from ..training.config import module_config
+from .engines import select_engine
+from .explanations import ExplanationsMixin
+from .numpy_engine import fit_estimator_numpy
+from .output import quiet
+from .params import check_params, module_arguments, resolve_precision
+from .persistence import load_estimator, save_estimator, set_fitted
+
+__all__ = ["LVQMLNClassifier", "from_prosemble"]
+
+
+class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
+    """LVQMLN as a scikit-learn classifier (a drop-in for ``prosemble.models.LVQMLN``).
+
+    ``x → backbone (MLP or CNN) → z``; prototypes live in the latent space of ``z``; the GLVQ
+    loss trains both. Training runs on a Lightning ``Trainer`` (see [`LVQMLN`][lvqmln_torch.lightning.model.LVQMLN]).
+
+    Args:
+        hidden_sizes: MLP hidden layer widths (``None`` → ``[10]``; ``[]`` → no hidden layer).
+        latent_dim: dimension of the latent space.
+        activation: ``sigmoid``, ``relu``, ``tanh``, ``leaky_relu`` or ``selu`` (applied after
+            every layer, the last one included unless ``latent_activation=False``); ``None``
+            (default): the backbone's, sigmoid for the MLP (upstream's) and tanh for the CNN.
+        beta: steepness of the transfer function.
+        bb_lr: backbone learning rate (``None``: ``lr`` for the MLP, ``0.3 · lr`` for the CNN).
+        n_prototypes_per_class: int, list indexed by class, or dict label → count.
+        max_iter: number of epochs (in full batch, the number of optimizer steps).
+        lr: learning rate.
+        epsilon: stop when the epoch loss changes by less than this (``None``: never); with
+            ``patience`` it is the minimum improvement instead.
+        random_seed: seeds initialisation and shuffling (same seed, same model).
+        optimizer: a name (``adam``, ``adamw``, ``sgd``, ``rmsprop``, …), a dotted path or a
+            ``torch.optim.Optimizer`` subclass.
+        transfer_fn: ``None``/``"identity"``, ``"sigmoid_beta"``, ``"swish_beta"`` or a
+            callable ``f(x, beta)`` on tensors.
+        margin: added to μ before the transfer.
+        batch_size: mini-batch size (``None``: full batch).
+        lr_scheduler: one of the nine upstream schedule names, counted in optimizer steps.
+        lr_scheduler_kwargs: the schedule's keyword arguments.
+        prototypes_initializer: initializer name (``None``: ``stratified_random``) or a
+            callable ``(z, y, n_per_class, generator) -> (prototypes, labels)``.
+        patience: early stopping after this many epochs without improvement.
+        restore_best: end on the parameters of the best monitored epoch.
+        class_weight: ``'balanced'`` or dict label → weight (as loss weights).
+        gradient_accumulation_steps: optimizer step every this many mini-batches.
+        ema_decay: exponential moving average of the weights, in (0, 1).
+        freeze_params: ``["backbone"]`` and/or ``["prototypes"]`` (kept bit-identical).
+        lookahead: ``{"sync_period": 6, "slow_step_size": 0.5}`` (or a subset of the keys).
+        mixed_precision: ``"bfloat16"`` or ``"float16"`` (Lightning ``bf16-mixed`` /
+            ``16-mixed``).
+        backbone: ``"mlp"`` (inputs ``(n, d)``) or ``"cnn"`` (images ``(n, C, H, W)``).
+        channels: CNN output channels per conv layer (``None`` → ``[16, 32]``).
+        kernel_sizes: CNN kernel size per conv layer (``None`` → ``[3, 3]``).
+        cnn_head: ``"flatten"`` (2×2 max-pool, flatten, linear) or ``"mean"`` (upstream's
+            global average pooling); ``None`` → ``"flatten"``.
+        standardize_input: CNN only: standardise the pixels with one global mean and standard
+            deviation measured on the training data and kept in the model (``None`` → ``True``).
+        latent_activation: apply the activation after the last backbone layer (upstream: yes).
+        prototypes_initializer_kwargs: keyword arguments of the initializer.
+        accelerator: Lightning accelerator (``"cpu"``, ``"gpu"``, ``"auto"``, …).
+        devices: devices of that accelerator; the estimator trains on one device.
+        precision: Lightning precision (``"32-true"``, ``"64-true"``, ``"bf16-mixed"``, …).
+        verbose: show Lightning's progress bar and model summary (the numpy engine prints
+            the losses about ten times per fit).
+        engine: ``"auto"`` (default), ``"numpy"`` or ``"lightning"``. ``"numpy"`` trains
+            without Lightning's loop, with the forward pass and hand-derived gradients in NumPy
+            and the same initialisation, batches, torch optimizer and schedule (see
+            [`lvqmln_torch.sklearn.numpy_engine`][lvqmln_torch.sklearn.numpy_engine]): many times faster on small data, and the same
+            model up to rounding. It covers the MLP backbone with a built-in transfer on the CPU
+            in float32 or float64 without gradient accumulation; ``"auto"`` uses it for those
+            when a step is small (rows x parameters ≤ 2^25, about 33M) and Lightning
+            otherwise.
+            ``engine_`` records the engine a fit used.
+        project_prototypes: at the end of training replace each prototype by the latent
+            code of its nearest training sample of the same class (ProtoPNet's "push"), so
+            every prototype is a real example; ``prototype_sources_`` holds those samples'
+            rows of ``X`` (``None`` without projection).
+
+    Explanations (`explain`, `confidence`, `prototype_exemplars`) and the
+    reject option (`predict_with_reject`, `accuracy_rejection_curve`,
+    `rejection_threshold`) come from
+    [`ExplanationsMixin`][lvqmln_torch.sklearn.explanations.ExplanationsMixin].
+    """
+
+    def __init__(
+        self,
+        hidden_sizes: Sequence[int] | None = None,
+        latent_dim: int = 2,
+        activation: str | None = None,
+        beta: float = 10.0,
+        bb_lr: float | None = None,
+        n_prototypes_per_class: int | Sequence[int] | Mapping[Any, int] = 1,
+        max_iter: int = 100,
+        lr: float = 0.01,
+        epsilon: float | None = 1e-6,
+        random_seed: int = 42,
+        optimizer: str | type[torch.optim.Optimizer] = "adam",
+        transfer_fn: str | Callable | None = None,
+        margin: float = 0.0,
+        batch_size: int | None = None,
+        lr_scheduler: str | None = None,
+        lr_scheduler_kwargs: Mapping[str, Any] | None = None,
+        prototypes_initializer: str | Callable | None = None,
+        patience: int | None = None,
+        restore_best: bool = False,
+        class_weight: str | Mapping[Any, float] | None = None,
+        gradient_accumulation_steps: int | None = None,
+        ema_decay: float | None = None,
+        freeze_params: Sequence[str] | None = None,
+        lookahead: Mapping[str, Any] | None = None,
+        mixed_precision: str | None = None,
+        backbone: str = "mlp",
+        channels: Sequence[int] | None = None,
+        kernel_sizes: Sequence[int] | None = None,
+        cnn_head: str | None = None,
+        standardize_input: bool | None = None,
+        latent_activation: bool = True,
+        prototypes_initializer_kwargs: Mapping[str, Any] | None = None,
+        accelerator: str = "cpu",
+        devices: int | str | Sequence[int] = 1,
+        precision: str | int | None = None,
+        verbose: bool = False,
+        engine: str = "auto",
+        project_prototypes: bool = False,
+    ) -> None:
+        self.hidden_sizes = hidden_sizes
+        self.latent_dim = latent_dim
+        self.activation = activation
+        self.beta = beta
+        self.bb_lr = bb_lr
+        self.n_prototypes_per_class = n_prototypes_per_class
+        self.max_iter = max_iter
+        self.lr = lr
+        self.epsilon = epsilon
+        self.random_seed = random_seed
+        self.optimizer = optimizer
+        self.transfer_fn = transfer_fn
+        self.margin = margin
+        self.batch_size = batch_size
+        self.lr_scheduler = lr_scheduler
+        self.lr_scheduler_kwargs = lr_scheduler_kwargs
+        self.prototypes_initializer = prototypes_initializer
+        self.patience = patience
+        self.restore_best = restore_best
+        self.class_weight = class_weight
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.ema_decay = ema_decay
+        self.freeze_params = freeze_params
+        self.lookahead = lookahead
+        self.mixed_precision = mixed_precision
+        self.backbone = backbone
+        self.channels = channels
+        self.kernel_sizes = kernel_sizes
+        self.cnn_head = cnn_head
+        self.standardize_input = standardize_input
+        self.latent_activation = latent_activation
+        self.prototypes_initializer_kwargs = prototypes_initializer_kwargs
+        self.accelerator = accelerator
+        self.devices = devices
+        self.precision = precision
+        self.verbose = verbose
+        self.engine = engine
+        self.project_prototypes = project_prototypes
+
+    # ------------------------------------------------------------------ validation
+    def _validate_X_y(
+        self, X: Any, y: Any, dtype: type[np.floating], backbone: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        X, y = validate_data(self, X, y, dtype=dtype, allow_nd=True, y_numeric=False)
+        if backbone == "mlp" and X.ndim != 2:
+            raise ValueError(
+                f"backbone='mlp' needs 2-D inputs (n_samples, n_features), got shape {X.shape}; "
+                "for images (n, C, H, W) use backbone='cnn'"
+            )
+        if backbone == "cnn" and X.ndim != 4:
+            raise ValueError(
+                f"backbone='cnn' needs 4-D images (n_samples, C, H, W), got shape {X.shape}"
+            )
+        check_classification_targets(y)
+        return X, y
+
+    def _validate_predict_X(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "network_")
+        dtype = np.float64 if self.network_.prototypes.dtype == torch.float64 else np.float32
+        X = validate_data(self, X, dtype=dtype, allow_nd=True, reset=False)
+        expected = tuple(self.input_shape_) if self.input_shape_ is not None else None
+        if expected is not None and X.shape[1:] != expected:
+            raise ValueError(
+                f"X has per-sample shape {X.shape[1:]}, but {type(self).__name__} was fitted "
+                f"on images of shape {expected} (C, H, W)"
+            )
+        if expected is None and X.ndim != 2:
+            raise ValueError(
+                f"X must be 2-D (n_samples, {self.n_features_in_}), got shape {X.shape}"
+            )
+        if not X.flags.writeable:  # torch cannot share read-only memory
+            X = X.copy()
+        return X
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        validation_data: tuple[Any, Any] | None = None,
+        sample_weight: Any = None,
+    ) -> LVQMLNClassifier:
+        """Train from scratch.
+
+        Args:
+            X: ``(n, d)`` features (``backbone='mlp'``) or ``(n, C, H, W)`` images (``'cnn'``).
+            y: ``(n,)`` labels of any sortable type.
+            validation_data: optional ``(X_val, y_val)``: validation loss each epoch
+                (``val_loss_history_``), monitored by ``patience`` and ``restore_best``.
+            sample_weight: optional ``(n,)`` non-negative loss weights (times ``class_weight``).
+
+        Returns:
+            ``self``, fitted.
+
+        Raises:
+            ValueError: for invalid inputs or parameters (naming the valid choices).
+        """
+        params = check_params(self.get_params(deep=False))
+        precision = resolve_precision(params["mixed_precision"], self.precision)
+        # Inputs in float32 (as upstream), or float64 when training in double precision.
+        double = str(precision) in ("64", "64-true", "double")
+        dtype = np.float64 if double else np.float32
+        X, y = self._validate_X_y(X, y, dtype, params["backbone"])
+        if params["project_prototypes"] and "prototypes" in (params["freeze_params"] or ()):
+            raise ValueError(
+                "project_prototypes=True replaces the prototypes, but freeze_params freezes "
+                "them; use one or the other"
+            )
+        classes = np.unique(y)
+        check_n_classes(len(classes), f"y ({classes.tolist()})")
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, len(X))
+        X_val = y_val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (X_val, y_val)")
+            X_val = validate_data(self, validation_data[0], dtype=dtype, allow_nd=True, reset=False)
+            y_val = np.asarray(validation_data[1])
+            if X_val.shape[1:] != X.shape[1:]:
+                raise ValueError(
+                    f"validation X has per-sample shape {X_val.shape[1:]} but X has {X.shape[1:]}"
+                )
+        batch_size = params["batch_size"]
+        n_batches = 1 if batch_size is None else -(-len(X) // batch_size)
+        accumulation = params["gradient_accumulation_steps"] or 1
+        if accumulation > 1 and n_batches == 1:
+            raise needs_minibatches_error(
+                f" (gradient_accumulation_steps={accumulation}, batch_size={batch_size}, "
+                f"{len(X)} samples)"
+            )
+        input_shape = list(X.shape[1:]) if X.ndim == 4 else None
+        arguments = module_arguments(
+            params,
+            in_features=X.shape[1] if X.ndim == 2 else None,
+            input_shape=input_shape,
+            classes=classes,
+        )
+        config = module_config(arguments)
+        network = PrototypeNetwork.from_config(config.hparams, config.custom_backbone)
+        engine = select_engine(
+            params,
+            config.hparams,
+            accelerator=self.accelerator,
+            precision=precision,
+            rows=min(batch_size or len(X), len(X)),
+            n_parameters=sum(p.numel() for p in network.parameters()),
+        )
+        data_kwargs = dict(
+            sample_weight=sample_weight,
+            class_weight=params["class_weight"],
+            X_val=X_val,
+            y_val=y_val,
+            batch_size=batch_size,
+            shuffle=True,
+            seed=params["random_seed"],
+            dtype=torch.float64 if double else torch.float32,
+        )
+        with quiet(params["verbose"]):
+            if engine == "numpy":
+                data = ArrayData(X, y, **data_kwargs)
+                history = fit_estimator_numpy(network, config, data, params, double)
+            else:
+                from .lightning_fit import fit_lightning
+
+                network, history = fit_lightning(
+                    arguments, X, y, data_kwargs, params, precision, accumulation
+                )
+        set_fitted(
+            self,
+            network,
+            config.hparams if engine == "numpy" else network.hparams,
+            classes,
+            input_shape,
+            X.shape[1],
+            history.train,
+            history.val if validation_data is not None else None,
+            engine=engine,
+        )
+        return self
+
+    @property
+    def model_(self) -> Any:
+        """The fitted model as an [`LVQMLN`][lvqmln_torch.lightning.model.LVQMLN] LightningModule (to train on
+        with a ``Trainer``, checkpoint or export). After a fit on the numpy engine it is built
+        on first access (importing Lightning), from the same weights, and replaces
+        ``network_``, so the two stay one model."""
+        check_is_fitted(self, "network_")
+        from ..lightning.model import LVQMLN
+
+        if not isinstance(self.network_, LVQMLN):
+            model = LVQMLN(**self.module_hparams_)
+            model.to(self.network_.prototypes.dtype)
+            model.load_state_dict(self.network_.state_dict())
+            model.prototype_sources = self.network_.prototype_sources
+            self.network_ = model
+        return self.network_
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, X: Any) -> np.ndarray:
+        """``(n,)`` labels of the nearest prototypes (original labels, from ``classes_``)."""
+        X = self._validate_predict_X(X)
+        return self.classes_[self.network_.predict_indices(X).cpu().numpy()]
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """``(n, n_classes)`` softmax over classes of −(per-class minimum squared distance),
+        columns in ``classes_`` order."""
+        X = self._validate_predict_X(X)
+        return self.network_.predict_proba(X).cpu().numpy()
+
+    def transform(self, X: Any) -> np.ndarray:
+        """``(n, latent_dim)`` latent codes."""
+        X = self._validate_predict_X(X)
+        return self.network_.transform(X).cpu().numpy()
+
+    def plot_latent(self, X: Any, y: Any = None, path: str | os.PathLike | None = None) -> Any:
+        """Draw the latent space of ``X`` with the prototypes (and the decision regions when
+        the latent space is 2-D); see [`lvqmln_torch.viz.plotting.plot_latent_space`][lvqmln_torch.viz.plotting.plot_latent_space].
+
+        Args:
+            X: inputs as for [`predict`][lvqmln_torch.sklearn.estimator.LVQMLNClassifier.predict].
+            y: optional labels to colour the samples by (default: the predicted labels).
+            path: optional PNG file to write.
+
+        Returns:
+            The matplotlib ``Figure``.
+        """
+        from ..viz.plotting import nearest_prototype_fn, plot_latent_space
+
+        latent = self.transform(X)
+        labels = self.predict(X) if y is None else np.asarray(y)
+        return plot_latent_space(
+            latent,
+            labels=labels,
+            prototypes=self.prototypes_,
+            prototype_labels=self.prototype_labels_,
+            classes=self.classes_,
+            predict_fn=nearest_prototype_fn(
+                self.prototypes_, self.network_.prototype_labels, self.classes_
+            ),
+            path=path,
+            title=f"{type(self).__name__} latent space",
+        )
+
+    @classmethod
+    def from_prosemble(cls, obj: Any, input_shape: Sequence[int] | None = None) -> Any:
+        """A fitted estimator equivalent to a fitted ``prosemble.models.LVQMLN`` (duck-typed);
+        see [`lvqmln_torch.sklearn.migration.estimator_from_prosemble`][lvqmln_torch.sklearn.migration.estimator_from_prosemble]."""
+        from .migration import estimator_from_prosemble
+
+        return estimator_from_prosemble(cls, obj, input_shape=input_shape)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.classifier_tags.multi_class = True
+        tags.transformer_tags.preserves_dtype = ["float32"]  # the latent codes are float32
+        return tags
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted estimator to one file, atomically (a temporary file in the same
+        directory, then renamed): parameters, the module's hyperparameters and weights, and
+        the fitted attributes, as plain values and tensors (``torch.load(weights_only=True)``).
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before ``fit``.
+            ValueError: when a parameter is a callable (``transfer_fn``,
+                ``prototypes_initializer``): only names can be stored.
+        """
+        check_is_fitted(self, "network_")
+        save_estimator(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LVQMLNClassifier:
+        """Read an estimator written by [`save`][lvqmln_torch.sklearn.estimator.LVQMLNClassifier.save] (``weights_only=True``: no code runs).
+
+        Raises:
+            FileNotFoundError: when ``path`` does not exist.
+            ValueError: for a corrupt, truncated or foreign file.
+        """
+        return load_estimator(cls, path)
+
+
+def from_prosemble(obj: Any, input_shape: Sequence[int] | None = None) -> LVQMLNClassifier:
+    """A fitted [`LVQMLNClassifier`][lvqmln_torch.sklearn.estimator.LVQMLNClassifier] equivalent to a fitted prosemble ``LVQMLN`` (see
+    [`lvqmln_torch.sklearn.migration.estimator_from_prosemble`][lvqmln_torch.sklearn.migration.estimator_from_prosemble])."""
+    return LVQMLNClassifier.from_prosemble(obj, input_shape=input_shape)
