@@ -38,6 +38,8 @@ DEFAULT_ACTIVATION = {"mlp": "sigmoid", "cnn": "tanh"}
 # untrained latent codes and push every code away from every prototype alike (μ → 0, the
 # loss flat at 0, chance accuracy); benchmarks/cnn_diagnosis.py measures it.
 DEFAULT_BB_LR_FACTOR = {"mlp": 1.0, "cnn": 0.3, "custom": 1.0}
+"""Backbone kind → the backbone's learning rate as a factor of ``lr`` when ``bb_lr`` is
+None."""
 
 
 def seeded_generator(seed: int, offset: int) -> torch.Generator:

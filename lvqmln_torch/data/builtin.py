@@ -18,6 +18,7 @@ BUILTIN_DATASETS: dict[str, Callable[..., Any]] = {
     "breast_cancer": sk_datasets.load_breast_cancer,
     "digits": sk_datasets.load_digits,
 }
+"""Built-in data set name → its scikit-learn loader."""
 
 
 def load_builtin(name: str, as_images: bool = False) -> tuple[np.ndarray, np.ndarray]:

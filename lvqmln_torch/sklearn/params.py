@@ -46,6 +46,7 @@ CNN_DEFAULTS = {
     "cnn_head": "flatten",
     "standardize_input": True,
 }
+"""The parameters only the CNN backbone uses → their values when left None."""
 
 
 def _check_class_weight(name: str, value: Any) -> Any:

@@ -48,8 +48,8 @@ __all__ = [
     "upgrade_checkpoint",
 ]
 
-#: How many training samples initialise the prototypes by default (see ``LVQMLN``).
 INIT_SAMPLE_SIZE = 20_000
+"""How many training samples initialise the prototypes by default (see ``LVQMLN``)."""
 
 
 def _check_n_classes(name: str, value: Any) -> int | None:
