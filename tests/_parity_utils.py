@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lvqmln_torch import LVQMLN
-from lvqmln_torch.data.batches import InMemoryBatches
+from lvqmln_torch.data.batches import BatchPlan, InMemoryBatches
 from lvqmln_torch.data.datamodule import ArrayDataModule
 from lvqmln_torch.io.interop import backbone_to_jax, images_nchw_to_nhwc
 
@@ -66,7 +66,7 @@ def batch_order(
     order = []
     for epoch in range(epochs):
         batches = InMemoryBatches(
-            (index,), batch_size, shuffle=shuffle, seed=seed, epoch_fn=lambda e=epoch: e
+            (index,), BatchPlan(batch_size, shuffle=shuffle, seed=seed, epoch_fn=lambda e=epoch: e)
         )
         order.extend(batch[0].numpy().copy() for batch in batches)
     return order

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn import datasets as sk_datasets
 
-from .datamodule import ArrayDataModule
+from .datamodule import ArrayDataModule, split_and_batch_arguments
 
 __all__ = ["BUILTIN_DATASETS", "BuiltinDataModule", "load_builtin"]
 
@@ -45,16 +45,13 @@ def load_builtin(name: str, as_images: bool = False) -> tuple[np.ndarray, np.nda
 class BuiltinDataModule(ArrayDataModule):
     """An [`ArrayDataModule`][lvqmln_torch.data.datamodule.ArrayDataModule] over a built-in data set.
 
+    The other arguments are [`ArrayData`][lvqmln_torch.data.arrays.ArrayData]'s split and batching
+    arguments ([`SPLIT_AND_BATCH_ARGUMENTS`][lvqmln_torch.data.datamodule.SPLIT_AND_BATCH_ARGUMENTS]),
+    here with a 20% test split and standardised features by default.
+
     Args:
         name: ``iris``, ``wine``, ``breast_cancer`` or ``digits``.
         as_images: digits as ``(n, 1, 8, 8)`` images (for the CNN backbone).
-        val_size: held-out validation fraction or count (stratified).
-        test_size: held-out test fraction or count (stratified).
-        batch_size: mini-batch size, ``None`` for full batch.
-        shuffle: reshuffle the training batches every epoch.
-        seed: seed of the splits and the shuffling.
-        standardize: z-score with training-split statistics.
-        on_device: keep the data on the training device.
     """
 
     def __init__(
@@ -70,15 +67,5 @@ class BuiltinDataModule(ArrayDataModule):
         on_device: bool = True,
     ) -> None:
         X, y = load_builtin(name, as_images)
-        super().__init__(
-            X,
-            y,
-            val_size=val_size,
-            test_size=test_size,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            standardize=standardize,
-            on_device=on_device,
-        )
+        super().__init__(X, y, **split_and_batch_arguments(locals()))
         self.name = name

@@ -19,7 +19,7 @@ from typing_extensions import override
 
 from ..core.files import atomic_write
 from .csv_read import read_csv_table
-from .datamodule import ArrayDataModule
+from .datamodule import ArrayDataModule, split_and_batch_arguments
 
 __all__ = [
     "CsvDataModule",
@@ -31,17 +31,15 @@ __all__ = [
 class CsvDataModule(ArrayDataModule):
     """An [`ArrayDataModule`][lvqmln_torch.data.datamodule.ArrayDataModule] over a CSV file with a header row.
 
+    The other arguments are [`ArrayData`][lvqmln_torch.data.arrays.ArrayData]'s split and batching
+    arguments ([`SPLIT_AND_BATCH_ARGUMENTS`][lvqmln_torch.data.datamodule.SPLIT_AND_BATCH_ARGUMENTS]),
+    here with a 20% test split (``test_size=None`` trains on every row) and standardised
+    features by default.
+
     Args:
         path: the training CSV file.
         target: name of the label column (labels may be integers or strings).
         features: names of the feature columns; ``None`` uses every other column.
-        val_size: held-out validation fraction or count (stratified).
-        test_size: held-out test fraction or count (stratified); ``None`` trains on every row.
-        batch_size: mini-batch size, ``None`` for full batch.
-        shuffle: reshuffle the training batches every epoch.
-        seed: seed of the splits and the shuffling.
-        standardize: z-score the features with training-split statistics.
-        on_device: keep the data on the training device.
         predict_path: a CSV file with the same feature columns (the target column may be
             absent) to predict on; default: the test split, else the whole file.
         delimiter: field separator.
@@ -73,18 +71,7 @@ class CsvDataModule(ArrayDataModule):
             X_predict, _, _ = read_csv_table(
                 predict_path, target, names, delimiter, require_target=False
             )
-        super().__init__(
-            X,
-            y,
-            val_size=val_size,
-            test_size=test_size,
-            X_predict=X_predict,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            standardize=standardize,
-            on_device=on_device,
-        )
+        super().__init__(X, y, X_predict=X_predict, **split_and_batch_arguments(locals()))
         self.path = str(path)
         self.target = target
         self.feature_names_ = names

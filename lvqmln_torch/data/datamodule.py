@@ -3,6 +3,7 @@ encoding, splits and batches are [`ArrayData`][lvqmln_torch.data.arrays.ArrayDat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -12,7 +13,27 @@ from typing_extensions import override
 from .arrays import ArrayData
 from .batches import InMemoryBatches, MappedBatches
 
-__all__ = ["ArrayDataModule"]
+__all__ = ["SPLIT_AND_BATCH_ARGUMENTS", "ArrayDataModule", "split_and_batch_arguments"]
+
+#: The split and batching arguments of [`ArrayData`][lvqmln_torch.data.arrays.ArrayData] that the
+#: DataModules over a named source (built-in data sets, CSV files) take and pass on unchanged.
+#: Their signatures list them (LightningCLI reads a class's options from its signature); their
+#: meaning is documented once, in ``ArrayData``.
+SPLIT_AND_BATCH_ARGUMENTS = (
+    "val_size",
+    "test_size",
+    "batch_size",
+    "shuffle",
+    "seed",
+    "standardize",
+    "on_device",
+)
+
+
+def split_and_batch_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The [`SPLIT_AND_BATCH_ARGUMENTS`][lvqmln_torch.data.datamodule.SPLIT_AND_BATCH_ARGUMENTS]
+    among ``values`` (a constructor's ``locals()``), to pass on to ``ArrayDataModule``."""
+    return {name: values[name] for name in SPLIT_AND_BATCH_ARGUMENTS}
 
 
 class ArrayDataModule(ArrayData, pl.LightningDataModule):
