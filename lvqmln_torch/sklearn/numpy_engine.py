@@ -26,7 +26,8 @@ import torch
 from threadpoolctl import ThreadpoolController
 from torch import Tensor, nn
 
-from ..core.network import DEFAULT_ACTIVATION, PrototypeNetwork, backbone_lr
+from ..core.construction import DEFAULT_ACTIVATION, backbone_lr
+from ..core.network import PrototypeNetwork
 from ..data.arrays import ArrayData
 from ..training.config import ModuleConfig
 from ..training.optimizers import OPTIMIZERS, build_optimizer, parameter_groups

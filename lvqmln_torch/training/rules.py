@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.validation import Integer, Real, check_lookahead
+from ..core.validation import LOOKAHEAD_DEFAULTS, Integer, Real, check_lookahead
 
 __all__ = [
+    "STALL_DEFAULTS",
     "BestTracker",
     "ConvergenceRule",
     "EMARule",
@@ -32,6 +33,10 @@ __all__ = [
 ]
 
 EMA_DECAY = Real(0.0, 1.0, low_open=True, high_open=True, none=True)
+
+#: The defaults of [`StallRule`][lvqmln_torch.training.rules.StallRule] (and so of
+#: [`StallDetection`][lvqmln_torch.lightning.callbacks.StallDetection]).
+STALL_DEFAULTS: dict[str, Any] = {"after": 5, "tolerance": 0.02, "flat": 0.01, "min_steps": 50}
 
 
 class EpochMean:
@@ -163,9 +168,15 @@ class LookaheadRule(ShadowRule):
     Args:
         sync_period: optimizer steps between synchronisations (>= 1).
         slow_step_size: α in (0, 1].
+
+    The defaults are [`LOOKAHEAD_DEFAULTS`][lvqmln_torch.core.validation.LOOKAHEAD_DEFAULTS].
     """
 
-    def __init__(self, sync_period: int = 6, slow_step_size: float = 0.5) -> None:
+    def __init__(
+        self,
+        sync_period: int = LOOKAHEAD_DEFAULTS["sync_period"],
+        slow_step_size: float = LOOKAHEAD_DEFAULTS["slow_step_size"],
+    ) -> None:
         settings = check_lookahead(
             "lookahead", {"sync_period": sync_period, "slow_step_size": slow_step_size}
         )
@@ -238,7 +249,11 @@ class StallRule:
     """
 
     def __init__(
-        self, after: int = 5, tolerance: float = 0.02, flat: float = 0.01, min_steps: int = 50
+        self,
+        after: int = STALL_DEFAULTS["after"],
+        tolerance: float = STALL_DEFAULTS["tolerance"],
+        flat: float = STALL_DEFAULTS["flat"],
+        min_steps: int = STALL_DEFAULTS["min_steps"],
     ) -> None:
         self.after = Integer(1)("after", after)
         self.tolerance = Real(0.0)("tolerance", tolerance)
