@@ -19,7 +19,7 @@ from typing_extensions import override
 
 from ..core.files import atomic_write
 from .csv_read import read_csv_table
-from .datamodule import ArrayDataModule, split_and_batch_arguments
+from .datamodule import SourceDataModule
 
 __all__ = [
     "CsvDataModule",
@@ -28,13 +28,8 @@ __all__ = [
 ]
 
 
-class CsvDataModule(ArrayDataModule):
+class CsvDataModule(SourceDataModule):
     """An [`ArrayDataModule`][lvqmln_torch.data.datamodule.ArrayDataModule] over a CSV file with a header row.
-
-    The other arguments are [`ArrayData`][lvqmln_torch.data.arrays.ArrayData]'s split and batching
-    arguments ([`SPLIT_AND_BATCH_ARGUMENTS`][lvqmln_torch.data.datamodule.SPLIT_AND_BATCH_ARGUMENTS]),
-    here with a 20% test split (``test_size=None`` trains on every row) and standardised
-    features by default.
 
     Args:
         path: the training CSV file.
@@ -43,6 +38,10 @@ class CsvDataModule(ArrayDataModule):
         predict_path: a CSV file with the same feature columns (the target column may be
             absent) to predict on; default: the test split, else the whole file.
         delimiter: field separator.
+        **kwargs: the split and batching arguments of
+            [`SourceDataModule`][lvqmln_torch.data.datamodule.SourceDataModule] (``val_size``,
+            ``test_size``, ``batch_size``, ``shuffle``, ``seed``, ``standardize``,
+            ``on_device``).
 
     Raises:
         FileNotFoundError: if ``path`` or ``predict_path`` does not exist.
@@ -55,15 +54,9 @@ class CsvDataModule(ArrayDataModule):
         path: str,
         target: str = "label",
         features: list[str] | None = None,
-        val_size: float | int | None = None,
-        test_size: float | int | None = 0.2,
-        batch_size: int | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-        standardize: bool = True,
-        on_device: bool = True,
         predict_path: str | None = None,
         delimiter: str = ",",
+        **kwargs: Any,
     ) -> None:
         X, y, names = read_csv_table(path, target, features, delimiter)
         X_predict = None
@@ -71,7 +64,7 @@ class CsvDataModule(ArrayDataModule):
             X_predict, _, _ = read_csv_table(
                 predict_path, target, names, delimiter, require_target=False
             )
-        super().__init__(X, y, X_predict=X_predict, **split_and_batch_arguments(locals()))
+        super().__init__(X, y, X_predict=X_predict, **kwargs)
         self.path = str(path)
         self.target = target
         self.feature_names_ = names

@@ -32,7 +32,7 @@ class Lookahead(ShadowWeights):
         slow_step_size: float = LOOKAHEAD_DEFAULTS["slow_step_size"],
     ) -> None:
         super().__init__()
-        self.rule = LookaheadRule(sync_period, slow_step_size)
+        self.rule = LookaheadRule(sync_period=sync_period, slow_step_size=slow_step_size)
         self.sync_period = self.rule.sync_period
         self.slow_step_size = self.rule.slow_step_size
 

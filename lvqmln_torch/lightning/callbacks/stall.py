@@ -25,8 +25,8 @@ class StallDetection(Callback):
 
     The largest class's share is counted from the labels of the first training epoch's
     batches (on each rank); the module logs ``train_loss`` and ``train_acc``. The arguments
-    and their defaults ([`STALL_DEFAULTS`][lvqmln_torch.training.rules.STALL_DEFAULTS]) are
-    [`StallRule`][lvqmln_torch.training.rules.StallRule]'s.
+    and their defaults are [`STALL_DEFAULTS`][lvqmln_torch.training.rules.STALL_DEFAULTS]' (where
+    each is explained).
     """
 
     def __init__(
@@ -36,7 +36,7 @@ class StallDetection(Callback):
         flat: float = STALL_DEFAULTS["flat"],
         min_steps: int = STALL_DEFAULTS["min_steps"],
     ) -> None:
-        self.rule = StallRule(after, tolerance, flat, min_steps)
+        self.rule = StallRule(after=after, tolerance=tolerance, flat=flat, min_steps=min_steps)
         self._counts: torch.Tensor | None = None
 
     @override
