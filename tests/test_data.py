@@ -12,7 +12,7 @@ from _trainers import quiet_trainer
 from lightning.pytorch.callbacks import Callback
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
-from lvqmln_torch.data.batches import InMemoryBatches
+from lvqmln_torch.data.batches import BatchPlan, InMemoryBatches
 from lvqmln_torch.data.labels import encode_labels
 
 
@@ -217,8 +217,10 @@ def test_no_shuffle_keeps_the_order():
 def test_shuffle_depends_on_the_trainer_epoch_only():
     tensors = (torch.arange(10.0), torch.arange(10))
     epoch = {"value": 3}
-    a = InMemoryBatches(tensors, 4, shuffle=True, seed=9, epoch_fn=lambda: epoch["value"])
-    b = InMemoryBatches(tensors, 4, shuffle=True, seed=9, epoch_fn=lambda: 3)
+    a = InMemoryBatches(
+        tensors, BatchPlan(4, shuffle=True, seed=9, epoch_fn=lambda: epoch["value"])
+    )
+    b = InMemoryBatches(tensors, BatchPlan(4, shuffle=True, seed=9, epoch_fn=lambda: 3))
     first = [t[1] for t in a]
     assert all(torch.equal(x[1], y) for x, y in zip(b, first))
     assert all(torch.equal(x[1], y) for x, y in zip(a, first))  # same epoch again: same order

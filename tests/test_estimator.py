@@ -106,7 +106,7 @@ def test_default_parameters_match_the_seed():
     assert params["backbone"] == "mlp" and params["accelerator"] == "cpu"
     assert params["devices"] == 1 and params["verbose"] is False
     # activation=None and bb_lr=None mean upstream's values for the MLP.
-    from lvqmln_torch.core.network import DEFAULT_ACTIVATION, DEFAULT_BB_LR_FACTOR
+    from lvqmln_torch.core.construction import DEFAULT_ACTIVATION, DEFAULT_BB_LR_FACTOR
 
     assert DEFAULT_ACTIVATION["mlp"] == "sigmoid" and DEFAULT_BB_LR_FACTOR["mlp"] == 1.0
 

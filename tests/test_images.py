@@ -12,7 +12,8 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
 from lvqmln_torch import LVQMLN, CNNBackbone, LVQMLNClassifier, TrainingStallWarning
-from lvqmln_torch.core.network import PrototypeNetwork, backbone_lr
+from lvqmln_torch.core.construction import backbone_lr
+from lvqmln_torch.core.network import PrototypeNetwork
 from lvqmln_torch.io.export import export_program
 from lvqmln_torch.io.interop import backbone_to_jax
 from lvqmln_torch.sklearn.params import module_arguments

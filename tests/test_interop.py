@@ -9,12 +9,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _parity_utils import images_nchw_to_nhwc
 
 from lvqmln_torch.core.backbones import CNNBackbone, MLPBackbone
 from lvqmln_torch.io.interop import (
     backbone_from_jax,
     backbone_to_jax,
-    images_nchw_to_nhwc,
     images_nhwc_to_nchw,
 )
 

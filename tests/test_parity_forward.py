@@ -22,10 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _parity_utils import images_nchw_to_nhwc
 
 import lvqmln_jax_ref as ref
 from lvqmln_torch.core.backbones import CNNBackbone, MLPBackbone
-from lvqmln_torch.io.interop import backbone_from_jax, backbone_to_jax, images_nchw_to_nhwc
+from lvqmln_torch.io.interop import backbone_from_jax, backbone_to_jax
 
 ACTIVATIONS = ["sigmoid", "relu", "tanh", "leaky_relu", "selu"]
 DIRECTIONS = ["torch_to_jax", "jax_to_torch"]

@@ -18,8 +18,8 @@ from torch import nn
 
 from ..core import functional as F
 from ..core.backbones import ACTIVATIONS, CNN_HEADS
+from ..core.construction import BACKBONES
 from ..core.initializers import check_initializer
-from ..core.network import BACKBONES
 from ..core.validation import (
     Boolean,
     Check,
