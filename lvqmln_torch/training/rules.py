@@ -34,13 +34,13 @@ __all__ = [
 
 EMA_DECAY = Real(0.0, 1.0, low_open=True, high_open=True, none=True)
 
-#: The settings of the stall detection and their defaults, for
-#: [`StallRule`][lvqmln_torch.training.rules.StallRule] and
-#: [`StallDetection`][lvqmln_torch.lightning.callbacks.StallDetection]: ``after``, the fewest
-#: epochs before the first check; ``tolerance``, the accuracy above the largest class's share
-#: that still counts as chance; ``flat``, the largest change of the epoch loss that counts as
-#: flat; ``min_steps``, the fewest optimizer steps before the first check.
 STALL_DEFAULTS: dict[str, Any] = {"after": 5, "tolerance": 0.02, "flat": 0.01, "min_steps": 50}
+"""The settings of the stall detection and their defaults, for
+[`StallRule`][lvqmln_torch.training.rules.StallRule] and
+[`StallDetection`][lvqmln_torch.lightning.callbacks.StallDetection]: ``after``, the fewest
+epochs before the first check; ``tolerance``, the accuracy above the largest class's share that
+still counts as chance; ``flat``, the largest change of the epoch loss that counts as flat;
+``min_steps``, the fewest optimizer steps before the first check."""
 
 
 class EpochMean:
