@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _paths import TESTS
 from _trainers import quiet_trainer
 
 from lvqmln_torch import LVQMLN, ArrayData, ArrayDataModule, LVQMLNClassifier, mapped
 from lvqmln_torch.data.batches import MappedBatches
 
 N, D = 300, 5
-SCRIPT = Path(__file__).with_name("mapped_memory_script.py")
+SCRIPT = TESTS / "mapped_memory_script.py"
 
 
 def blobs(n: int = N, d: int = D, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _paths import TESTS
 from lightning.pytorch import Trainer
 
-SCRIPT = Path(__file__).with_name("crash_script.py")
+SCRIPT = TESTS / "crash_script.py"
 _spec = importlib.util.spec_from_file_location("crash_script", SCRIPT)
 crash_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(crash_script)
