@@ -1,4 +1,4 @@
-"""A training run that ``tests/test_crash_resume.py`` kills with SIGKILL mid-run.
+"""A training run that ``tests/lightning/test_crash_resume.py`` kills with SIGKILL mid-run.
 
 Usage::
 

@@ -1,5 +1,5 @@
 """Anonymous-memory growth of training on a memory-mapped ``.npy`` file, run as a subprocess
-by ``tests/test_mapped.py`` (a fresh process, so nothing else has touched the heap).
+by ``tests/data/test_mapped.py`` (a fresh process, so nothing else has touched the heap).
 
 Usage::
 

@@ -1,7 +1,8 @@
 """Memory-mapped inputs (``np.memmap``, ``np.load(..., mmap_mode="r")``, ``.npy`` paths) in
 ``ArrayData`` / ``ArrayDataModule``: the same splits, statistics, batches and initialisation
 sample as the in-memory path, read per step, and never materialised (a subprocess measures its
-anonymous memory). Bad files are in tests/test_bad_inputs.py; DDP in tests/test_ddp.py."""
+anonymous memory). Bad files are in tests/data/test_data_bad_inputs.py; DDP in
+tests/lightning/test_ddp.py."""
 
 from __future__ import annotations
 

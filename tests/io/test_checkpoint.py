@@ -1,7 +1,7 @@
 """Checkpoint safety: checkpoints hold only tensors and primitives (``weights_only=True``
 loads them, with every training callback active), resuming in float64 is exact, and damaged
 checkpoints give clear errors. Checkpoints of another configuration (loaded or resumed from)
-are rows of the bad-input catalogue, ``tests/test_bad_inputs.py``."""
+are rows of the bad-input catalogue, ``tests/io/test_checkpoint_bad_inputs.py``."""
 
 from __future__ import annotations
 
