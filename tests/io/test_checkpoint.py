@@ -10,6 +10,7 @@ import os
 import lightning as L
 import pytest
 import torch
+from _trainers import quiet_trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
@@ -18,15 +19,7 @@ from lvqmln_torch.lightning.callbacks import LossConvergence, RestoreBest
 
 
 def _trainer(tmp_path, **kw) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    return L.Trainer(**{**defaults, **kw})
+    return quiet_trainer(**{"enable_checkpointing": True, "default_root_dir": tmp_path, **kw})
 
 
 def _datamodule(**kw) -> ArrayDataModule:
