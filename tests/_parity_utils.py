@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
+from _trainers import quiet_trainer
 from lightning.pytorch.callbacks import Callback
 
 from lvqmln_torch import LVQMLN
@@ -190,15 +190,9 @@ def _as_float64(tree: Any) -> Any:
 
 def fit(run: Run, epochs: int, precision: str = "64-true", **trainer_kwargs: Any) -> None:
     """Train the torch side with a quiet Trainer, recording losses and learning rates."""
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
+    trainer = quiet_trainer(
         precision=precision,
         max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         callbacks=[run.recorder],
         **trainer_kwargs,

@@ -1,6 +1,6 @@
 """One place for parameter rules: NumPy scalars and arrays are accepted and stored as plain
-values at every entry point, unknown dict keys are errors, and the rule objects behave as
-their docstrings say."""
+values at every entry point and unknown dict keys are errors (the training rules are in
+tests/training/test_rules.py)."""
 
 from __future__ import annotations
 
@@ -25,15 +25,6 @@ from lvqmln_torch.core.validation import (
     Real,
     check_lookahead,
     plain,
-)
-from lvqmln_torch.training.rules import (
-    BestTracker,
-    ConvergenceRule,
-    EMARule,
-    LookaheadRule,
-    PatienceRule,
-    evaluating_rule,
-    shadow_rules,
 )
 
 X, Y = load_iris(return_X_y=True)
@@ -126,42 +117,6 @@ def test_plain_values():
     assert plain(value) == {"a": 1, "b": [0.5, [1, 2]], "c": [3]}
     with pytest.raises(ValueError, match="f is <function"):
         plain({"x": lambda: 0}, "f", strict=True)
-
-
-# --------------------------------------------------------------------------- rules
-def test_patience_rule_counts_epochs_without_improvement():
-    rule = PatienceRule(patience=2, min_delta=0.1)
-    decisions = [rule.update(v) for v in (1.0, 0.95, 0.8, 0.75, 0.9)]
-    # 0.95 and 0.75 improve by less than 0.1; the second miss in a row stops.
-    assert decisions == [False, False, False, False, True]
-    assert PatienceRule(5).update(float("nan")) is True
-
-
-def test_convergence_and_best_tracking():
-    rule = ConvergenceRule(0.01)
-    assert [rule.update(v) for v in (1.0, 0.5, 0.495)] == [False, False, True]
-    best = BestTracker()
-    snapshots = iter(["s0", "s1", "s2", "s3"])
-    for epoch, score in enumerate((0.5, 0.4, 0.4, 0.6)):
-        best.update(score, epoch, lambda: next(snapshots))
-    assert (best.score, best.epoch, best.state) == (0.4, 1, "s1")  # ties keep the first
-
-
-def test_shadow_rules_by_hand():
-    ema = EMARule(0.9)
-    shadow, params = {"w": torch.tensor([1.0])}, {"w": torch.tensor([3.0])}
-    ema.after_step(shadow, params, 1)
-    assert shadow["w"].item() == pytest.approx(0.9 * 1.0 + 0.1 * 3.0)
-    look = LookaheadRule(sync_period=2, slow_step_size=0.5)
-    slow, fast = {"w": torch.tensor([0.0])}, {"w": torch.tensor([4.0])}
-    look.after_step(slow, fast, 1)
-    assert slow["w"].item() == 0.0 and fast["w"].item() == 4.0
-    look.after_step(slow, fast, 2)
-    assert slow["w"].item() == 2.0 and fast["w"].item() == 2.0
-    rules = shadow_rules(0.99, {"sync_period": 6, "slow_step_size": 0.5})
-    assert isinstance(evaluating_rule(rules), EMARule)  # EMA decides when both are on
-    assert isinstance(evaluating_rule(shadow_rules(None, {})), LookaheadRule)
-    assert evaluating_rule([]) is None
 
 
 def test_head_winner_and_rival_match_brute_force():

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _paths import CONFIGS
 
 from lvqmln_torch import load_builtin
 from lvqmln_torch.cli import main, run_cli
 from lvqmln_torch.io.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "iris_mlp.yaml")
+CONFIG = str(CONFIGS / "iris_mlp.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from _paths import TESTS
+from _trainers import quiet_trainer
 
-SCRIPT = Path(__file__).with_name("crash_script.py")
+SCRIPT = TESTS / "crash_script.py"
 _spec = importlib.util.spec_from_file_location("crash_script", SCRIPT)
 crash_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(crash_script)
@@ -39,7 +40,7 @@ PAUSE_TIMEOUT_S = 600  # how long the parent waits for the child to reach the pa
 
 def uninterrupted() -> dict[str, torch.Tensor]:
     model, datamodule = crash_script.build()
-    trainer = Trainer(enable_checkpointing=False, **crash_script.trainer_kwargs())
+    trainer = quiet_trainer(**crash_script.trainer_kwargs())
     trainer.fit(model, datamodule=datamodule)
     return model.state_dict()
 
@@ -106,7 +107,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path):
     assert any("ExponentialMovingAverage" in key for key in state["callbacks"])
 
     model, datamodule = crash_script.build()
-    trainer = Trainer(enable_checkpointing=False, **crash_script.trainer_kwargs())
+    trainer = quiet_trainer(**crash_script.trainer_kwargs())
     trainer.fit(model, datamodule=datamodule, ckpt_path=last)
     assert trainer.current_epoch == crash_script.EPOCHS
 

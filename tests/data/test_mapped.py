@@ -1,7 +1,8 @@
 """Memory-mapped inputs (``np.memmap``, ``np.load(..., mmap_mode="r")``, ``.npy`` paths) in
 ``ArrayData`` / ``ArrayDataModule``: the same splits, statistics, batches and initialisation
 sample as the in-memory path, read per step, and never materialised (a subprocess measures its
-anonymous memory). Bad files are in tests/test_bad_inputs.py; DDP in tests/test_ddp.py."""
+anonymous memory). Bad files are in tests/data/test_data_bad_inputs.py; DDP in
+tests/lightning/test_ddp.py."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _paths import TESTS
 from _trainers import quiet_trainer
 
 from lvqmln_torch import LVQMLN, ArrayData, ArrayDataModule, LVQMLNClassifier, mapped
 from lvqmln_torch.data.batches import MappedBatches
 
 N, D = 300, 5
-SCRIPT = Path(__file__).with_name("mapped_memory_script.py")
+SCRIPT = TESTS / "mapped_memory_script.py"
 
 
 def blobs(n: int = N, d: int = D, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

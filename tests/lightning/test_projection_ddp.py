@@ -4,14 +4,14 @@ data, and a run over an ArrayDataModule equals one process."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from _ddp import load_script, run_ddp_script
+from _paths import TESTS
 
-SCRIPT = Path(__file__).with_name("ddp_projection_script.py")
+SCRIPT = TESTS / "ddp_projection_script.py"
 script = load_script(SCRIPT)
 
 

@@ -3,21 +3,15 @@ the MLP backbone, digits images with the CNN backbone."""
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
+from _trainers import quiet_trainer
 
 from lvqmln_torch import LVQMLN, BuiltinDataModule
 
 
 def _fit_and_test(model, dm, **trainer_kw):
-    trainer = L.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **trainer_kw,
-    )
+    trainer = quiet_trainer(**trainer_kw)
     trainer.fit(model, dm)
     (metrics,) = trainer.test(model, dm, verbose=False)
     return metrics

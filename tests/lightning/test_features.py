@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
+from _trainers import quiet_trainer
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
@@ -26,14 +26,7 @@ from lvqmln_torch.training.schedules import SCHEDULES, build_schedule
 
 
 def _trainer(callbacks=(), **kw):
-    defaults = dict(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return L.Trainer(callbacks=list(callbacks), **{**defaults, **kw})
+    return quiet_trainer(callbacks=list(callbacks), **{"num_sanity_val_steps": 0, **kw})
 
 
 def _iris_dm(batch_size=None, val_size=None, seed=0, **kw):

@@ -1,7 +1,7 @@
 """Checkpoint safety: checkpoints hold only tensors and primitives (``weights_only=True``
 loads them, with every training callback active), resuming in float64 is exact, and damaged
 checkpoints give clear errors. Checkpoints of another configuration (loaded or resumed from)
-are rows of the bad-input catalogue, ``tests/test_bad_inputs.py``."""
+are rows of the bad-input catalogue, ``tests/io/test_checkpoint_bad_inputs.py``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import lightning as L
 import pytest
 import torch
+from _trainers import quiet_trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
@@ -18,15 +19,7 @@ from lvqmln_torch.lightning.callbacks import LossConvergence, RestoreBest
 
 
 def _trainer(tmp_path, **kw) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    return L.Trainer(**{**defaults, **kw})
+    return quiet_trainer(**{"enable_checkpointing": True, "default_root_dir": tmp_path, **kw})
 
 
 def _datamodule(**kw) -> ArrayDataModule:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _paths import CONFIGS
 from sklearn.datasets import load_iris
 
 from lvqmln_torch import LVQMLN
@@ -17,7 +18,6 @@ from lvqmln_torch.demo import main as demo_main
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 

@@ -18,7 +18,6 @@ from lvqmln_torch.io.export import export_program
 from lvqmln_torch.io.interop import backbone_to_jax
 from lvqmln_torch.sklearn.params import module_arguments
 from lvqmln_torch.training.config import legacy_hparams, module_config
-from lvqmln_torch.training.rules import StallRule
 
 DIGITS = load_digits()
 RAW = DIGITS.images[:, None].astype(np.float32)
@@ -178,35 +177,6 @@ def test_checkpoints_of_the_old_cnn_load_as_upstreams_architecture(tmp_path):
         "backbone": "cnn",
         "cnn_head": "flatten",
     }
-
-
-def _recorded(losses, steps_per_epoch=10, **kwargs):
-    rule = StallRule(**kwargs)
-    for epoch, loss in enumerate(losses, 1):
-        rule.record(loss, epoch * steps_per_epoch)
-    return rule
-
-
-def test_stall_rule():
-    rule = _recorded((0.3, 0.01, 0.005), after=3, min_steps=30)
-    assert rule.due(last=False)
-    assert rule.check(accuracy=0.5, majority=0.1) is None  # learning: no warning
-    rule = _recorded((0.3, 0.01, 0.005), after=3, min_steps=30)
-    message = rule.check(accuracy=0.11, majority=0.1)
-    assert "stalled after 3 epochs" in message and "latent collapse" in message
-    assert "input scale" in message and "activation" in message
-    assert rule.check(accuracy=0.11, majority=0.1) is None  # once
-    moving = _recorded((0.3, 0.1), after=2, min_steps=0)
-    assert moving.check(accuracy=0.1, majority=0.1) is None  # the loss still moves
-    # A full-batch fit (one step per epoch) is not judged before min_steps steps...
-    full_batch = _recorded((0.3, 0.3, 0.3, 0.3, 0.3), steps_per_epoch=1, after=5, min_steps=50)
-    assert not full_batch.due(last=False)
-    assert full_batch.due(last=True)  # ...but at its end
-    early = _recorded((0.3, 0.3, 0.3, 0.3, 0.3), after=5, min_steps=50)
-    assert early.due(last=False) and not early.due(last=False)  # the early check comes once
-    assert not _recorded((0.3, 0.3), after=1, min_steps=0).due(last=True)  # 3 epochs at least
-    with pytest.raises(ValueError, match="after"):
-        StallRule(after=0)
 
 
 def test_stalled_cnn_warns_on_the_lightning_path():

@@ -4,16 +4,15 @@ every config reaches a good held-out accuracy."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from _paths import ROOT
 
 from lvqmln_torch.cli import LVQMLNCLI, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 MODEL_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml"))
 PRESETS = sorted(p.name for p in (CONFIGS / "trainer").glob("*.yaml"))

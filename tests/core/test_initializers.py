@@ -3,10 +3,10 @@ arguments, small classes, errors, and ``n_prototypes_per_class`` in every form."
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
+from _trainers import quiet_trainer
 
 from lvqmln_torch import LVQMLN, ArrayDataModule
 from lvqmln_torch.core.initializers import (
@@ -296,13 +296,7 @@ def _data(labels=(0, 1, 2), n=(12, 10, 8), seed=0):
 
 def _initialised(model, dm):
     """Run setup only (max_epochs=0): the prototypes are initialised from the training data."""
-    trainer = L.Trainer(
-        max_epochs=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=0)
     trainer.fit(model, dm)
     return model
 
@@ -361,13 +355,7 @@ def test_model_with_callable_initializer_trains_and_checkpoints(tmp_path):
         return torch.stack([z[y_ == c].mean(dim=0) for c in labels]), labels
 
     model = LVQMLN(prototypes_initializer=centre, n_prototypes_per_class=[1, 2, 1])
-    trainer = L.Trainer(
-        max_epochs=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=3)
     trainer.fit(model, dm)
     assert model.prototype_labels.tolist() == [0, 1, 1, 2]
     path = tmp_path / "m.ckpt"

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from _trainers import quiet_trainer
 from sklearn.exceptions import NotFittedError
 
 from lvqmln_jax_ref import backbones as jref
@@ -263,13 +263,7 @@ def test_lightning_module_conversion_predicts_and_trains_on():
     # Training further starts from the converted weights (no re-initialisation).
     y = np.arange(60) % 3
     before = module.prototypes.detach().clone()
-    trainer = Trainer(
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=2)
     trainer.fit(module, ArrayDataModule(X, y))
     moved = module.prototypes.detach()
     assert not torch.equal(before, moved)

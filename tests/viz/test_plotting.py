@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from _trainers import quiet_trainer
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
@@ -158,14 +158,10 @@ def test_callback_writes_pngs_and_logs_figures(tmp_path):
     model = LVQMLN(lr=0.05)
     figure_logger = _FigureLogger()
     plot = LatentSpacePlot(every_n_epochs=2, dirpath=tmp_path / "plots")
-    trainer = Trainer(
+    trainer = quiet_trainer(
         max_epochs=4,
         logger=[figure_logger, CSVLogger(tmp_path)],  # CSVLogger takes no figures: skipped
         callbacks=[plot],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
     )
     trainer.fit(model, dm)
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
@@ -194,15 +190,7 @@ def test_callback_writes_pngs_and_logs_figures(tmp_path):
 
 def test_callback_default_folder_is_under_the_log_dir(tmp_path):
     X, y = load_builtin("iris")
-    trainer = Trainer(
-        max_epochs=1,
-        logger=CSVLogger(tmp_path),
-        callbacks=[LatentSpacePlot()],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_epochs=1, logger=CSVLogger(tmp_path), callbacks=[LatentSpacePlot()])
     trainer.fit(LVQMLN(latent_dim=3), ArrayDataModule(X, y))
     _assert_png(tmp_path / "lightning_logs" / "version_0" / "latent_space" / "latent_space.png")
 
@@ -224,14 +212,7 @@ def test_plot_of_a_fitted_model(tmp_path):
     names = np.array(["setosa", "versicolor", "virginica"])
     dm = ArrayDataModule(X, names[y], standardize=True)
     model = LVQMLN(lr=0.05, n_prototypes_per_class=2)
-    Trainer(
-        max_epochs=20,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    ).fit(model, dm)
+    quiet_trainer(max_epochs=20).fit(model, dm)
     x = dm.train_tensors()[0]
     figure = plot_model_latent_space(model, x, names[y], path=tmp_path / "m.png", title="iris")
     _assert_png(tmp_path / "m.png")

@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 import torch
 from _ddp import load_script, run_ddp_script
+from _paths import TESTS
 from torch.utils.data import DistributedSampler
 
 from lvqmln_torch import LVQMLN
 
-SCRIPT = Path(__file__).with_name("ddp_script.py")
+SCRIPT = TESTS / "ddp_script.py"
 ddp_script = load_script(SCRIPT)
 
 # Cases whose global batches equal a single-process run's (ArrayDataModule shards each global

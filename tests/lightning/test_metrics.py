@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from lvqmln_torch.lightning.metrics import EpochStats
-from lvqmln_torch.training.rules import EpochMean
 
 
 def test_epoch_stats_weighted_mean_loss_and_accuracy_by_hand():
@@ -17,14 +16,6 @@ def test_epoch_stats_weighted_mean_loss_and_accuracy_by_hand():
     assert loss.item() == pytest.approx((0.5 * 4 - 0.25 * 2.0) / 6.0)
     assert accuracy.item() == pytest.approx(4 / 6)
     assert stats.loss.compute() == loss and stats.accuracy.compute() == accuracy
-
-
-def test_epoch_stats_agree_with_the_numpy_engines_epoch_mean():
-    stats, mean = EpochStats(), EpochMean()
-    for loss, weight in ((0.3, 64), (0.1, 64), (0.7, 17)):
-        stats.update(torch.tensor(loss), weight, torch.tensor(0), weight)
-        mean.update(loss, weight)
-    assert stats.compute()[0].item() == pytest.approx(mean.compute(), rel=1e-6)
 
 
 def test_views_track_updates_and_resetting_a_view_resets_the_sums():

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from _trainers import quiet_trainer
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
@@ -25,14 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:Depr
 
 
 def _fit(model, dm, epochs):
-    Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    ).fit(model, dm)
+    quiet_trainer(max_epochs=epochs).fit(model, dm)
     return model
 
 
@@ -127,15 +120,7 @@ def test_float64_model_exports_in_float64(tmp_path):
     X, y = load_builtin("iris")
     dm = ArrayDataModule(X, y, standardize=True, dtype=torch.float64)
     model = LVQMLN(lr=0.05).double()
-    Trainer(
-        max_epochs=3,
-        precision="64-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    ).fit(model, dm)
+    quiet_trainer(max_epochs=3, precision="64-true").fit(model, dm)
     x = torch.randn(9, 4, dtype=torch.float64)
     traced = export_torchscript(model)
     labels, proba, latent = traced(x)
