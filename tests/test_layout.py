@@ -188,3 +188,23 @@ def test_every_public_name_imports():
         namespace: dict = {}
         exec(f"from lvqmln_torch import {name}", namespace)
         assert namespace[name] is getattr(lvqmln_torch, name)
+
+
+def test_every_public_module_has_an_api_page_in_the_nav() -> None:
+    """A new module is documented where its layer is: ``docs/api/<subpackage>/<module>.md``
+    (``docs/api/cli/`` for the top-level ones; a nested package such as ``lightning.callbacks``
+    on its package's page) renders it, and ``mkdocs.yml`` lists the page."""
+    docs = PACKAGE.parent / "docs" / "api"
+    nav = (PACKAGE.parent / "mkdocs.yml").read_text()
+    missing = []
+    for path in _modules():
+        rel = path.relative_to(PACKAGE).with_suffix("").parts
+        if path.name == "__init__.py" or any(part.startswith("_") for part in rel):
+            continue
+        shown = rel[:2] if len(rel) > 2 else rel if len(rel) > 1 else ("cli", *rel)
+        page = Path("api", *shown).with_suffix(".md")
+        target = ".".join([NAME, *rel[:2]]) if len(rel) > 2 else _dotted(path)
+        renders = (docs.parent / page).is_file() and target in (docs.parent / page).read_text()
+        if not renders or page.as_posix() not in nav:
+            missing.append(f"{_dotted(path)} -> docs/{page.as_posix()}")
+    assert not missing, "modules without an API page in the nav:\n" + "\n".join(missing)

@@ -10,7 +10,7 @@ datamodule's batches and shuffling, the module's parameter groups, torch optimiz
 learning-rate schedule (run on flat views of the same memory), the EMA and lookahead callbacks'
 update rules, and the semantics of the estimator's stopping callbacks. It trains the same
 model: the trajectories agree with the Lightning path to rounding (``1e-10`` in float64; see
-``tests/test_numpy_engine.py``), not bit for bit.
+``tests/sklearn/test_numpy_engine.py``), not bit for bit.
 """
 
 from __future__ import annotations
