@@ -7,7 +7,8 @@ Lightning's loop, logging and hooks. This engine computes the step with
 [`lvqmln_torch.sklearn.numpy_core`][lvqmln_torch.sklearn.numpy_core] (the forward pass and hand-derived gradients in NumPy) and
 keeps everything else the Lightning path uses: the module's seeded initialisation, the
 datamodule's batches and shuffling, the module's parameter groups, torch optimizer and
-learning-rate schedule (run on flat views of the same memory), the EMA and lookahead callbacks'
+learning-rate schedule (torch's built-in optimizers as NumPy rules,
+[`numpy_optim`][lvqmln_torch.sklearn.numpy_optim], on flat views of the same memory), the EMA and lookahead callbacks'
 update rules, and the semantics of the estimator's stopping callbacks. It trains the same
 model: the trajectories agree with the Lightning path to rounding (``1e-10`` in float64; see
 ``tests/test_numpy_engine.py``), not bit for bit.
@@ -25,12 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..core.network import DEFAULT_ACTIVATION, PrototypeNetwork, backbone_lr
+from ..core.network import DEFAULT_ACTIVATION, PrototypeNetwork
 from ..data.arrays import ArrayData
 from ..training.config import ModuleConfig
-from ..training.optimizers import OPTIMIZERS, build_optimizer, parameter_groups
 from ..training.rules import (
     BestTracker,
     ConvergenceRule,
@@ -42,6 +42,7 @@ from ..training.rules import (
     nonfinite_loss_error,
     shadow_rules,
 )
+from .engine_optimizer import engine_optimizer
 from .numpy_core import (
     GLVQTargets,
     Layer,
@@ -179,25 +180,9 @@ class _Engine:
         self.prototypes, self.layers = self.flat.unflatten(self.flat.values)
         self.grad_prototypes, self.grad_layers = self.flat.unflatten(self.grad)
 
-        groups = parameter_groups(
-            model.prototypes, model.backbone, hp["lr"], backbone_lr(hp), hp["freeze"]
-        )
-        self.trained = [g["name"] for g in groups]
-        settings = [{k: v for k, v in g.items() if k not in ("params", "name")} for g in groups]
-        elementwise = optimizer_cls in OPTIMIZERS.values()
-        if len(groups) == 2 and settings[0] == settings[1] and elementwise:
-            # Equal settings: one group over both slices (contiguous) halves the optimizer's
-            # per-step Python; an element-wise optimizer updates every element the same way.
-            groups = [{**groups[0], "name": "all"}]
-        self.params: dict[str, nn.Parameter] = {}
-        for group in groups:
-            part = self.flat.slices[group["name"]]
-            param = nn.Parameter(torch.from_numpy(self.flat.values[part]))
-            param.grad = torch.from_numpy(self.grad[part])  # filled in place every step
-            self.params[group["name"]] = param
-            group["params"] = [param]
         steps = max_epochs * len(self.train_batches)
-        self.optimizer, self.scheduler = build_optimizer(optimizer_cls, groups, hp, lambda: steps)
+        self.optimizer = engine_optimizer(model, hp, optimizer_cls, self.flat, self.grad, steps)
+        self.trained, self.params = self.optimizer.trained, self.optimizer.params
 
         # The EMA / lookahead rules (as the module's callbacks run them), on shadows of the groups.
         self.shadows = [
@@ -277,8 +262,6 @@ class _Engine:
 
         for batch in self.train_batches:
             self.optimizer.step(functools.partial(closure, batch, step))
-            if self.scheduler is not None:
-                self.scheduler.step()
             step += 1
             for rule, shadow in self.shadows:
                 rule.after_step(shadow, self.params, step)
