@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.network import PrototypeNetwork, backbone_lr
+from ..training.groups import merge_equal_groups
 from ..training.optimizers import OPTIMIZERS, build_optimizer, parameter_groups
 from ..training.schedules import build_schedule
 from .numpy_optim import NumpyOptimizer, check_numpy_optimizer_kwargs
@@ -104,10 +105,8 @@ def engine_optimizer(
         model.prototypes, model.backbone, hparams["lr"], backbone_lr(hparams), hparams["freeze"]
     )
     trained = [g["name"] for g in groups]
-    settings = [{k: v for k, v in g.items() if k not in ("params", "name")} for g in groups]
     name = _NAMES.get(optimizer_cls)
-    if len(groups) == 2 and settings[0] == settings[1] and name is not None:
-        groups = [{**groups[0], "name": "all"}]
+    groups = merge_equal_groups(groups, elementwise=name is not None)
     params = {g["name"]: torch.from_numpy(flat.values[flat.slices[g["name"]]]) for g in groups}
     kwargs = hparams.get("optimizer_kwargs")
     if name is not None and check_numpy_optimizer_kwargs(name, kwargs):
