@@ -1,6 +1,6 @@
 """The numpy engine's optimizer steps: the module's parameter groups over the engine's flat
 buffers, updated by torch's built-in optimizers' rules in NumPy
-([`numpy_optim`][lvqmln_torch.sklearn.numpy_optim]) or, for any other optimizer class, by
+(``lvqmln_torch.sklearn.numpy_optim``) or, for any other optimizer class, by
 torch's optimizer itself; and the learning-rate schedule."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Lightning's loop, logging and hooks. This engine computes the step with
 keeps everything else the Lightning path uses: the module's seeded initialisation, the
 datamodule's batches and shuffling, the module's parameter groups, torch optimizer and
 learning-rate schedule (torch's built-in optimizers as NumPy rules,
-[`numpy_optim`][lvqmln_torch.sklearn.numpy_optim], on flat views of the same memory), the EMA and lookahead callbacks'
+``lvqmln_torch.sklearn.numpy_optim``, on flat views of the same memory), the EMA and lookahead callbacks'
 update rules, and the semantics of the estimator's stopping callbacks. It trains the same
 model: the trajectories agree with the Lightning path to rounding (``1e-10`` in float64; see
 ``tests/test_numpy_engine.py``), not bit for bit.

@@ -182,7 +182,7 @@ class NumpyOptimizer:
     """One of torch's built-in optimizers over NumPy parameter arrays, updated in place.
 
     Args:
-        name: a key of [`NUMPY_OPTIMIZERS`][lvqmln_torch.sklearn.numpy_optim.NUMPY_OPTIMIZERS].
+        name: a key of ``NUMPY_OPTIMIZERS``.
         params: the parameter groups' arrays (any shape; one array per group).
         grads: their gradients, arrays of the same shapes, read at every step (the caller
             fills them in place).

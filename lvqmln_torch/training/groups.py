@@ -21,10 +21,10 @@ _PARTS = ("prototypes", "backbone")
 
 def merge_equal_groups(groups: list[dict[str, Any]], elementwise: bool) -> list[dict[str, Any]]:
     """``groups`` (the module's ``prototypes`` then ``backbone`` groups), as one group named
-    [`MERGED`][lvqmln_torch.training.groups.MERGED] over the parameters of both, in the same
+    ``"all"`` over the parameters of both, in the same
     order, when both exist, their settings (``lr`` and any other key) are equal and the
     optimizer is ``elementwise`` (it updates every element independently, as all of
-    [`OPTIMIZERS`][lvqmln_torch.training.optimizers.OPTIMIZERS] do); otherwise ``groups``
+    ``OPTIMIZERS`` do); otherwise ``groups``
     unchanged."""
     if not elementwise or [g.get("name") for g in groups] != list(_PARTS):
         return groups
