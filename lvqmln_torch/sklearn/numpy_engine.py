@@ -6,10 +6,10 @@ torch operations and autograd nodes (dispatch, not arithmetic) and several more 
 Lightning's loop, logging and hooks. This engine computes the step with
 [`lvqmln_torch.sklearn.numpy_core`][lvqmln_torch.sklearn.numpy_core] (the forward pass and hand-derived gradients in NumPy) and
 keeps everything else the Lightning path uses: the module's seeded initialisation, the
-datamodule's batches and shuffling, the module's parameter groups, torch optimizer and
-learning-rate schedule (torch's built-in optimizers as NumPy rules,
-``lvqmln_torch.sklearn.numpy_optim``, on flat views of the same memory), the EMA and lookahead callbacks'
-update rules, and the semantics of the estimator's stopping callbacks. It trains the same
+datamodule's batches and shuffling, the module's parameter groups, optimizer and
+learning-rate schedule (torch's built-in optimizers as NumPy rules from
+``lvqmln_torch.sklearn.numpy_optim``, other classes as torch's, on flat views of one buffer),
+the EMA and lookahead callbacks' update rules, and the semantics of the estimator's stopping callbacks. It trains the same
 model: the trajectories agree with the Lightning path to rounding (``1e-10`` in float64; see
 ``tests/test_numpy_engine.py``), not bit for bit.
 """
