@@ -9,8 +9,8 @@ keeps everything else the Lightning path uses: the module's seeded initialisatio
 datamodule's batches and shuffling, the module's parameter groups, optimizer and
 learning-rate schedule (torch's built-in optimizers as NumPy rules from
 ``lvqmln_torch.sklearn.numpy_optim``, other classes as torch's, on flat views of one buffer),
-the EMA and lookahead callbacks' update rules, and the semantics of the estimator's stopping callbacks. It trains the same
-model: the trajectories agree with the Lightning path to rounding (``1e-10`` in float64; see
+the EMA and lookahead callbacks' update rules, and the semantics of the estimator's stopping
+callbacks. It trains the same model: the trajectories agree with the Lightning path to rounding (``1e-10`` in float64; see
 ``tests/test_numpy_engine.py``), not bit for bit.
 """
 
