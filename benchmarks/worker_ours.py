@@ -91,7 +91,8 @@ def _cpu_trainer(epochs: int, root: str, timer: Any, bar_and_logger: bool) -> An
 
 def _bare_module() -> Any:
     """LVQMLN with nothing but the loss in its training step (no metrics, no logging, no
-    checks): what Lightning's loop costs around the step by itself."""
+    checks) and one plain Adam over all parameters: what Lightning's loop costs around the
+    step by itself."""
     from lvqmln_torch import LVQMLN, functional
 
     class Bare(LVQMLN):
@@ -101,6 +102,12 @@ def _bare_module() -> Any:
 
         def on_train_epoch_end(self) -> None:
             pass
+
+        def configure_optimizers(self) -> Any:
+            # What a user writes: one Adam over every parameter (not the module's groups).
+            import torch
+
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
     return Bare
 

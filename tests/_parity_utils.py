@@ -95,7 +95,10 @@ class Recorder(Callback):
         self.last_raw_prototypes = pl_module.prototypes.detach().numpy().copy()
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self.lrs.append({g["name"]: g["lr"] for g in optimizer.param_groups})
+        lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+        if "all" in lrs:  # one group when the prototypes and the backbone train alike
+            lrs = {"prototypes": lrs["all"], "backbone": lrs.pop("all")}
+        self.lrs.append(lrs)
 
     def lr_matrix(self, groups: Sequence[str]) -> np.ndarray:
         """(n_steps, len(groups)) learning rates."""

@@ -20,7 +20,8 @@ from ..core.construction import backbone_lr, build_parts
 from ..core.network import PrototypeNetwork
 from ..core.validation import needs_minibatches_error
 from ..training.config import INIT_SAMPLE_SIZE, module_config, upgrade_checkpoint
-from ..training.optimizers import build_optimizer, parameter_groups
+from ..training.groups import merge_equal_groups, regroup_checkpoint
+from ..training.optimizers import OPTIMIZERS, build_optimizer, parameter_groups
 from ..training.rules import LookaheadRule, nonfinite_loss_error, shadow_rules
 from ..training.schedules import ScheduleLR
 from .metrics import EpochStats
@@ -260,6 +261,12 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         if self._trainer is not None and self.is_built:
             from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision
 
+            # Saved with two groups, resumed with one (or the other way round).
+            groups = self.parameter_groups()
+            regroup_checkpoint(
+                checkpoint, [g["name"] for g in groups], [len(g["params"]) for g in groups]
+            )
+
             # Lightning loads the weights before the precision plugin converts the module;
             # convert first, or a 64-true resume would round the float64 weights to float32.
             plugin = self.trainer.precision_plugin
@@ -280,9 +287,12 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         return callbacks
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """The optimizer's parameter groups (see [`parameter_groups`][lvqmln_torch.training.optimizers.parameter_groups])."""
+        """The optimizer's parameter groups (see [`parameter_groups`][lvqmln_torch.training.optimizers.parameter_groups]),
+        as one group ``"all"`` when both train alike ([`merge_equal_groups`][lvqmln_torch.training.groups.merge_equal_groups])."""
         hp = self.hparams
-        return parameter_groups(self.prototypes, self.backbone, hp.lr, backbone_lr(hp), hp.freeze)
+        groups = parameter_groups(self.prototypes, self.backbone, hp.lr, backbone_lr(hp), hp.freeze)
+        # The built-in optimizers update element by element, so grouping changes nothing.
+        return merge_equal_groups(groups, self._optimizer_cls in OPTIMIZERS.values())
 
     def build_optimizer(
         self, groups: list[dict[str, Any]], total_steps: Callable[[], int]

@@ -6,10 +6,11 @@ torch operations and autograd nodes (dispatch, not arithmetic) and several more 
 Lightning's loop, logging and hooks. This engine computes the step with
 [`lvqmln_torch.sklearn.numpy_core`][lvqmln_torch.sklearn.numpy_core] (the forward pass and hand-derived gradients in NumPy) and
 keeps everything else the Lightning path uses: the module's seeded initialisation, the
-datamodule's batches and shuffling, the module's parameter groups, torch optimizer and
-learning-rate schedule (run on flat views of the same memory), the EMA and lookahead callbacks'
-update rules, and the semantics of the estimator's stopping callbacks. It trains the same
-model: the trajectories agree with the Lightning path to rounding (``1e-10`` in float64; see
+datamodule's batches and shuffling, the module's parameter groups, optimizer and
+learning-rate schedule (torch's built-in optimizers as NumPy rules from
+``lvqmln_torch.sklearn.numpy_optim``, other classes as torch's, on flat views of one buffer),
+the EMA and lookahead callbacks' update rules, and the semantics of the estimator's stopping
+callbacks. It trains the same model: the trajectories agree with the Lightning path to rounding (``1e-10`` in float64; see
 ``tests/sklearn/test_numpy_engine.py``), not bit for bit.
 """
 
@@ -24,13 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..core.construction import DEFAULT_ACTIVATION, backbone_lr
+from ..core.construction import DEFAULT_ACTIVATION
 from ..core.network import PrototypeNetwork
 from ..data.arrays import ArrayData
 from ..training.config import ModuleConfig
-from ..training.optimizers import OPTIMIZERS, build_optimizer, parameter_groups
 from ..training.rules import (
     EpochMean,
     StallRule,
@@ -40,6 +40,7 @@ from ..training.rules import (
     shadow_rules,
 )
 from ..training.stopping import StoppingPlan
+from .engine_optimizer import engine_optimizer
 from .numpy_core import Layer, glvq_loss_and_grads, mlp_backward, mlp_forward
 from .numpy_layout import CoreBatch, CoreBatches, FlatParameters
 
@@ -92,25 +93,9 @@ class _Engine:
         self.prototypes, self.layers = self.flat.unflatten(self.flat.values)
         self.grad_prototypes, self.grad_layers = self.flat.unflatten(self.grad)
 
-        groups = parameter_groups(
-            model.prototypes, model.backbone, hp["lr"], backbone_lr(hp), hp["freeze"]
-        )
-        self.trained = [g["name"] for g in groups]
-        settings = [{k: v for k, v in g.items() if k not in ("params", "name")} for g in groups]
-        elementwise = optimizer_cls in OPTIMIZERS.values()
-        if len(groups) == 2 and settings[0] == settings[1] and elementwise:
-            # Equal settings: one group over both slices (contiguous) halves the optimizer's
-            # per-step Python; an element-wise optimizer updates every element the same way.
-            groups = [{**groups[0], "name": "all"}]
-        self.params: dict[str, nn.Parameter] = {}
-        for group in groups:
-            part = self.flat.slices[group["name"]]
-            param = nn.Parameter(torch.from_numpy(self.flat.values[part]))
-            param.grad = torch.from_numpy(self.grad[part])  # filled in place every step
-            self.params[group["name"]] = param
-            group["params"] = [param]
         steps = max_epochs * len(self.train_batches)
-        self.optimizer, self.scheduler = build_optimizer(optimizer_cls, groups, hp, lambda: steps)
+        self.optimizer = engine_optimizer(model, hp, optimizer_cls, self.flat, self.grad, steps)
+        self.trained, self.params = self.optimizer.trained, self.optimizer.params
 
         # The EMA / lookahead rules (as the module's callbacks run them), on shadows of the groups.
         self.shadows = [
@@ -190,8 +175,6 @@ class _Engine:
 
         for batch in self.train_batches:
             self.optimizer.step(functools.partial(closure, batch, step))
-            if self.scheduler is not None:
-                self.scheduler.step()
             step += 1
             for rule, shadow in self.shadows:
                 rule.after_step(shadow, self.params, step)

@@ -182,10 +182,12 @@ def test_every_schedule_follows_build_schedule_per_optimizer_step(name):
     total = 12
     assert trainer.global_step == total
     schedule = build_schedule(name, 0.02, total, kwargs)  # default horizon: the run's steps
+    # lr == bb_lr: one parameter group over the prototypes and the backbone
+    assert [g["name"] for g in trainer.optimizers[0].param_groups] == ["all"]
     for step, lrs in enumerate(recorder.lrs):
-        assert lrs == [pytest.approx(schedule(step), rel=1e-12, abs=1e-15)] * 2, step
+        assert lrs == [pytest.approx(schedule(step), rel=1e-12, abs=1e-15)], step
     final = [g["lr"] for g in trainer.optimizers[0].param_groups]
-    assert final == [pytest.approx(schedule(total), rel=1e-12, abs=1e-15)] * 2
+    assert final == [pytest.approx(schedule(total), rel=1e-12, abs=1e-15)]
     assert len({round(lr[0], 12) for lr in recorder.lrs}) > 1  # the schedule did change the lr
 
 

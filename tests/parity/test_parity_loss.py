@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _parity_pairs import DIRECTIONS, DTYPES, assert_parity, inputs, make_pair, to_jnp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_parity_forward import DIRECTIONS, DTYPES, assert_parity, inputs, make_pair, to_jnp
 
 import lvqmln_jax_ref as ref
 from lvqmln_torch import functional as F

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _parity_pairs import assert_parity
 from _parity_utils import blobs
 from sklearn.datasets import load_iris
 from sklearn.preprocessing import StandardScaler
-from test_parity_forward import assert_parity
 
 import lvqmln_jax_ref as ref
 from lvqmln_torch import LVQMLN, ArrayDataModule, LVQMLNClassifier
