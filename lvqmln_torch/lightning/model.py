@@ -82,7 +82,8 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
             [`DEFAULT_BB_LR_FACTOR`][lvqmln_torch.core.network.DEFAULT_BB_LR_FACTOR]).
         lr_scheduler: one of the nine upstream schedules, stepped per optimizer step.
         lr_scheduler_kwargs: the schedule's keyword arguments (upstream names).
-        freeze: ``["backbone"]`` and/or ``["prototypes"]``: kept bit-identical.
+        freeze: ``["backbone"]`` and/or ``["prototypes"]``: kept bit-identical (a frozen
+            backbone runs in eval mode: its BatchNorm statistics and dropout are fixed).
         ema_decay: keep an exponential moving average of the weights (see
             [`ExponentialMovingAverage`][lvqmln_torch.lightning.callbacks.ExponentialMovingAverage]).
         lookahead: ``{"sync_period": 6, "slow_step_size": 0.5}`` (see
@@ -228,6 +229,8 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
     @override
     def on_train_start(self) -> None:
         self._log_pending_hparams()
+        if self._backbone_frozen:  # after Lightning's check for modules in eval mode
+            self.backbone.eval()  # BatchNorm statistics and dropout fixed (see train())
         if not self._prototypes_ready:
             self._initialize_from_data(
                 lambda: first_samples(self.trainer.train_dataloader, self.hparams.init_sample_size),
