@@ -23,6 +23,8 @@ class Lookahead(ShadowWeights):
         slow_step_size: α in (0, 1].
     """
 
+    state_settings = ("sync_period", "slow_step_size")
+
     def __init__(self, sync_period: int = 6, slow_step_size: float = 0.5) -> None:
         super().__init__()
         self.rule = LookaheadRule(sync_period, slow_step_size)
