@@ -128,3 +128,43 @@ def test_stall_detection_resumes_its_progress():
     restored.load_state_dict(stall.state_dict())
     assert restored.state_dict() == stall.state_dict()
     assert (restored.rule.epochs, restored.rule.steps, restored.rule.previous) == (2, 20, 0.4)
+
+
+OVERRIDE = "will override existing callbacks passed to Trainer"
+
+
+def test_no_override_message_when_nothing_conflicts(caplog):
+    """The module's default callbacks are attached once per Trainer: fit, validate, test,
+    predict and fit again on one Trainer replace nothing and say nothing about it."""
+    model = LVQMLN(n_prototypes_per_class=2, lr=0.05, ema_decay=0.5, lookahead={"sync_period": 3})
+    X, y = blobs()
+    data = ArrayDataModule(X, y, val_size=0.2, test_size=0.2, batch_size=16, seed=0)
+    trainer = quiet_trainer(max_epochs=1)
+    with caplog.at_level("INFO"):
+        trainer.fit(model, data)
+        trainer.validate(model, data, verbose=False)
+        trainer.test(model, data, verbose=False)
+        trainer.predict(model, data)
+        trainer.fit_loop.max_epochs = 2
+        trainer.fit(model, data)
+    assert OVERRIDE not in caplog.text
+    kinds = [type(c) for c in trainer.callbacks]
+    for kind in (StallDetection, ExponentialMovingAverage, Lookahead):
+        assert kinds.count(kind) == 1, kind
+
+
+def test_the_users_stall_detection_is_kept(caplog):
+    mine = StallDetection(after=10)
+    trainer = quiet_trainer(max_epochs=1, callbacks=[mine])
+    with caplog.at_level("INFO"):
+        trainer.fit(LVQMLN(lr=0.05), datamodule())
+    assert OVERRIDE not in caplog.text
+    assert [c for c in trainer.callbacks if isinstance(c, StallDetection)] == [mine]
+
+
+def test_a_conflicting_callback_is_replaced_and_reported(caplog):
+    trainer = quiet_trainer(max_epochs=1, callbacks=[ExponentialMovingAverage(0.9)])
+    with caplog.at_level("INFO"):
+        trainer.fit(LVQMLN(lr=0.05, ema_decay=0.5), datamodule())
+    assert OVERRIDE in caplog.text  # ema_decay=0.5 and a user's EMA(0.9): the model's wins
+    assert [c.decay for c in trainer.callbacks if isinstance(c, ExponentialMovingAverage)] == [0.5]

@@ -276,13 +276,17 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
     @override
     def configure_callbacks(self) -> list[Callback]:
         from .callbacks import ExponentialMovingAverage, Lookahead, StallDetection
+        from .callbacks._state_key import not_attached
 
-        callbacks: list[Callback] = [StallDetection()]
+        attached = self.trainer.callbacks if self._trainer is not None else []
+        # The user's own StallDetection (any settings) is kept, not replaced.
+        stall = any(isinstance(c, StallDetection) for c in attached)
+        callbacks: list[Callback] = [] if stall else [StallDetection()]
         if self.hparams.lookahead is not None:
             callbacks.append(Lookahead(**self.hparams.lookahead))
         if self.hparams.ema_decay is not None:
             callbacks.append(ExponentialMovingAverage(self.hparams.ema_decay))
-        return callbacks
+        return not_attached(callbacks, attached)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups (see [`parameter_groups`][lvqmln_torch.training.optimizers.parameter_groups])."""

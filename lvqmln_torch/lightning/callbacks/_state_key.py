@@ -27,3 +27,13 @@ class KeyedState(Callback):
     def _legacy_state_key(self) -> str:
         # Lightning falls back to this key when ``state_key`` is not in the checkpoint.
         return type(self).__qualname__
+
+
+def not_attached(callbacks: list[Callback], attached: list[Callback]) -> list[Callback]:
+    """The ``callbacks`` a module's ``configure_callbacks`` still has to add: not those the
+    Trainer already holds with the same ``state_key`` (left by an earlier ``fit``,
+    ``validate``, ``test`` or ``predict`` of the same Trainer, or passed with the same
+    settings), so that Lightning replaces nothing and reports no override. A callback the user
+    passed with other settings is still replaced by the module's (Lightning says so)."""
+    keys = {callback.state_key for callback in attached}
+    return [callback for callback in callbacks if callback.state_key not in keys]
