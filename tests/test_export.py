@@ -173,3 +173,13 @@ def test_errors(tmp_path, mlp):
     (tmp_path / "plain.onnx").write_bytes(b"")  # parses as an empty ModelProto
     with pytest.raises(ValueError, match="has no 'classes' metadata"):
         read_onnx_classes(tmp_path / "plain.onnx")
+
+
+def test_onnx_export_on_an_older_torch_says_what_it_needs(mlp, tmp_path, monkeypatch):
+    model, _ = mlp
+    monkeypatch.setattr(torch, "__version__", torch.torch_version.TorchVersion("2.5.1"))
+    with pytest.raises(
+        RuntimeError, match=r"ONNX export needs torch >= 2\.6 .*this is torch 2\.5\.1"
+    ):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
