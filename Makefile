@@ -41,6 +41,11 @@ test-numerics: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
 		$(PY) -m pytest -q -p no:cacheprovider -m "numerics and not slow"
 
+# One prepared script for a machine with a GPU: prints one table, exits 1 on a failed check
+# and 2 without CUDA (docs/multi-gpu.md).
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
+
 demo: $(STAMP)
 	$(PY) -m lvqmln_torch.demo
 
