@@ -6,7 +6,7 @@ DOCS_STAMP := .venv/.docs-installed
 # On machines without an NVIDIA GPU, pin the local CPU wheel first; a looser pin pulls a multi-GB CUDA build.
 TORCH_PIN ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "torch==2.13.0")
 
-.PHONY: install lint format test test-all demo bench docs clean
+.PHONY: install lint format test test-all test-numerics gpu-check demo bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -34,6 +34,17 @@ test: lint
 
 test-all: lint
 	$(PY) -m pytest -q -p no:cacheprovider -m "slow or not slow"
+
+# The tests that compare results computed through different batch shapes, chunk sizes,
+# engines, runtimes or processes, on one thread (BLAS blocks and rounds otherwise).
+test-numerics: $(STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+		$(PY) -m pytest -q -p no:cacheprovider -m "numerics and not slow"
+
+# One prepared script for a machine with a GPU: prints one table, exits 1 on a failed check
+# and 2 without CUDA (docs/multi-gpu.md).
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 demo: $(STAMP)
 	$(PY) -m lvqmln_torch.demo

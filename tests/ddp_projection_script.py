@@ -1,4 +1,4 @@
-"""Two-process CPU DDP runs of :class:`~lvqmln_torch.lightning.callbacks.PrototypeProjection`, launched
+"""Two-process CPU DDP runs of ``lvqmln_torch.lightning.callbacks.PrototypeProjection``, launched
 by ``tests/lightning/test_projection_ddp.py`` as a subprocess (DDP cannot run under pytest).
 
 Usage::
@@ -7,7 +7,8 @@ Usage::
 
 Each rank writes ``OUT_DIR/<case>_rank<r>.pt`` with its final state, ``prototype_sources``
 and, per projection, the brute-force nearest same-class sample of every prototype over the
-whole training set (computed on the rank from the full data, just before the projection).
+whole training set and the distances behind it (computed on the rank from the full data, just
+before the projection).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class BruteForce(Callback):
     training row of every prototype, from all the data."""
 
     def __init__(self, X: np.ndarray, y: np.ndarray) -> None:
-        self.X, self.y, self.expected = X, y, []
+        self.X, self.y, self.expected, self.distances = X, y, [], []
 
     def _record(self, module: LVQMLN) -> None:
         with torch.no_grad():
@@ -51,6 +52,7 @@ class BruteForce(Callback):
             d = torch.cdist(z, module.prototypes.double()).square().numpy()
         d[self.y[:, None] != module.prototype_labels.numpy()[None, :]] = np.inf
         self.expected.append(torch.as_tensor(d.argmin(0)))
+        self.distances.append(torch.as_tensor(d))  # (n, P): to judge near ties
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._record(pl_module)
@@ -78,6 +80,7 @@ def fit_case(name: str, devices: int) -> dict[str, Any]:
         "final": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "sources": model.prototype_sources,
         "expected": brute.expected,
+        "distances": brute.distances,
         "rank": trainer.global_rank,
     }
 

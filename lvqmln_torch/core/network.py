@@ -65,6 +65,7 @@ class PrototypeNetwork(nn.Module):
         self.head: PrototypeHead | None = None
         self.input_shape: tuple[int, ...] | None = None
         self._prototypes_ready = False
+        self._backbone_frozen = False
         if backbone is not None:
             self.install(backbone, prototypes, prototype_labels, n_classes, input_shape)
             self._prototypes_ready = prototypes_ready
@@ -86,8 +87,19 @@ class PrototypeNetwork(nn.Module):
         enter the optimizer and never get a gradient, so they stay bit-identical."""
         if "backbone" in parts:
             self.backbone.requires_grad_(False)
+            self._backbone_frozen = True  # train() keeps it in eval mode
         if "prototypes" in parts:
             self.prototypes.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> PrototypeNetwork:
+        """Training mode (``mode=True``) or eval mode, as ``nn.Module.train``, except that a
+        frozen backbone (``freeze_parts(["backbone"])``) always stays in eval mode: its
+        BatchNorm statistics and dropout are fixed, so its parameters and buffers stay
+        bit-identical (as Lightning's ``BaseFinetuning.freeze(train_bn=False)``)."""
+        super().train(mode)
+        if mode and getattr(self, "_backbone_frozen", False) and self.backbone is not None:
+            self.backbone.eval()
+        return self
 
     def install(
         self,
@@ -186,7 +198,12 @@ class PrototypeNetwork(nn.Module):
         check_n_classes(int(torch.unique(y).numel()), "the training data")
         if isinstance(self.backbone, CNNBackbone):
             self.backbone.set_input_statistics(x, CHUNK)
-        z = self.latent_in_chunks(x)
+        was_training = self.backbone.training
+        self.backbone.eval()  # no side effects: BatchNorm statistics and dropout untouched
+        try:
+            z = self.latent_in_chunks(x)
+        finally:
+            self.backbone.train(was_training)
         counts = torch.bincount(self.prototype_labels.cpu(), minlength=n_classes).tolist()
         prototypes, labels = initialize_prototypes(
             z.cpu(),

@@ -361,8 +361,13 @@ def check_sample_weight(weights: Any, n_samples: int, name: str = "sample_weight
         raise ValueError(f"{name} must be numeric: {err}") from err
     if weights.shape != (n_samples,):
         raise ValueError(f"{name} must have shape ({n_samples},), got {weights.shape}")
-    if np.any(weights < 0) or not np.all(np.isfinite(weights)) or not weights.sum() > 0:
-        raise ValueError(f"{name} must be finite and non-negative with a positive sum")
+    valid = "finite and non-negative with a positive sum"
+    if not np.all(np.isfinite(weights)):
+        raise ValueError(f"{name} must be {valid}: it holds NaN or infinite values")
+    if np.any(weights < 0):
+        raise ValueError(f"{name} must be {valid}: it holds negative values")
+    if not weights.sum() > 0:  # every weight zero: nothing to learn from
+        raise ValueError(f"{name} must be {valid}: all sample weights are zero")
     return weights
 
 

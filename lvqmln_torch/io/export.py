@@ -43,6 +43,8 @@ __all__ = [
 
 _CLASSES_FILE = "classes.json"
 _OUTPUT_NAMES = ["labels", "probabilities", "latent"]
+ONNX_MIN_TORCH = "2.6"
+"""The oldest torch whose torch.export-based ONNX exporter (``dynamo=True``) export_onnx uses."""
 
 
 class LVQMLNPredictor(nn.Module):
@@ -190,8 +192,9 @@ def export_onnx(
 ) -> Path:
     """Export the prediction path of a fitted LVQMLN to ONNX with a dynamic batch size.
 
-    Needs the ``onnx`` and ``onnxscript`` packages (``pip install "lvqmln[export]"``). The
-    class labels are stored as the model metadata entry ``classes`` (JSON).
+    Needs torch >= 2.6 (its torch.export-based ONNX exporter) and the ``onnx`` and
+    ``onnxscript`` packages (``pip install "lvqmln[export]"``). The class labels are stored
+    as the model metadata entry ``classes`` (JSON).
 
     Args:
         model: a fitted [`LVQMLN`][lvqmln_torch.lightning.model.LVQMLN].
@@ -201,7 +204,17 @@ def export_onnx(
 
     Returns:
         The path written. Inputs: ``x``; outputs: ``labels``, ``probabilities``, ``latent``.
+
+    Raises:
+        RuntimeError: on a torch older than 2.6.
+        ImportError: without onnx or onnxscript.
     """
+    if torch.__version__ < ONNX_MIN_TORCH:  # TorchVersion compares with version strings
+        raise RuntimeError(
+            f"ONNX export needs torch >= {ONNX_MIN_TORCH} (its torch.export-based exporter, "
+            f"torch.onnx.export(dynamo=True)); this is torch {torch.__version__}. Upgrade "
+            "torch, or export with export_program (torch.export) or TorchScript instead"
+        )
     try:
         import onnx
         import onnxscript  # noqa: F401  (the exporter needs it)

@@ -84,7 +84,8 @@ class LVQMLN(PrototypeNetwork, LightningModule):
             [`DEFAULT_BB_LR_FACTOR`][lvqmln_torch.core.construction.DEFAULT_BB_LR_FACTOR]).
         lr_scheduler: one of the nine upstream schedules, stepped per optimizer step.
         lr_scheduler_kwargs: the schedule's keyword arguments (upstream names).
-        freeze: ``["backbone"]`` and/or ``["prototypes"]``: kept bit-identical.
+        freeze: ``["backbone"]`` and/or ``["prototypes"]``: kept bit-identical (a frozen
+            backbone runs in eval mode: its BatchNorm statistics and dropout are fixed).
         ema_decay: keep an exponential moving average of the weights (see
             [`ExponentialMovingAverage`][lvqmln_torch.lightning.callbacks.ExponentialMovingAverage]).
         lookahead: ``{"sync_period": …, "slow_step_size": …}``, missing keys from
@@ -225,6 +226,8 @@ class LVQMLN(PrototypeNetwork, LightningModule):
     @override
     def on_train_start(self) -> None:
         self._deferred_hparams.log(self)
+        if self._backbone_frozen:  # after Lightning's check for modules in eval mode
+            self.backbone.eval()  # BatchNorm statistics and dropout fixed (see train())
         if not self._prototypes_ready:
             self._initialize_from_data(
                 lambda: first_samples(self.trainer.train_dataloader, self.hparams.init_sample_size),
@@ -276,15 +279,19 @@ class LVQMLN(PrototypeNetwork, LightningModule):
     @override
     def configure_callbacks(self) -> list[Callback]:
         from .callbacks import ExponentialMovingAverage, Lookahead, StallDetection
+        from .callbacks._state_key import not_attached
 
-        callbacks: list[Callback] = [StallDetection()]
+        attached = self.trainer.callbacks if self._trainer is not None else []
+        # The user's own StallDetection (any settings) is kept, not replaced.
+        stall = any(isinstance(c, StallDetection) for c in attached)
+        callbacks: list[Callback] = [] if stall else [StallDetection()]
         # One callback per shadow rule, in the order shadow_rules decides.
         for rule in shadow_rules(self.hparams.ema_decay, self.hparams.lookahead):
             if isinstance(rule, LookaheadRule):
                 callbacks.append(Lookahead(rule.sync_period, rule.slow_step_size))
             else:
                 callbacks.append(ExponentialMovingAverage(rule.decay))
-        return callbacks
+        return not_attached(callbacks, attached)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups (see [`parameter_groups`][lvqmln_torch.training.optimizers.parameter_groups]),

@@ -248,6 +248,9 @@ class ScheduleLR(LRScheduler):
     Stepped once per optimizer step (Lightning ``interval="step"``). Only the step counter is
     checkpointed; the schedules are rebuilt from the hyperparameters.
 
+    Parameter groups added to the optimizer later (as Lightning's ``BaseFinetuning`` does
+    when it unfreezes a module) keep the learning rate they were added with.
+
     Args:
         optimizer: the wrapped optimizer.
         schedules: one schedule per parameter group.
@@ -262,7 +265,12 @@ class ScheduleLR(LRScheduler):
         super().__init__(optimizer)
 
     def get_lr(self) -> list[float]:
-        return [schedule(self.last_epoch) for schedule in self.schedules]
+        # Groups added later (Lightning's BaseFinetuning unfreezing a backbone) keep the
+        # learning rate they were added with.
+        added = self.optimizer.param_groups[len(self.schedules) :]
+        return [schedule(self.last_epoch) for schedule in self.schedules] + [
+            group["lr"] for group in added
+        ]
 
     def state_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "schedules")}

@@ -10,10 +10,16 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from _numerics import assert_nearest_agree, assert_winners_agree
 from sklearn.exceptions import NotFittedError
 
 from lvqmln_torch import LVQMLN, LVQMLNClassifier, explain
-from lvqmln_torch.core.explain import merge_nearest, relative_similarity, select_smallest
+from lvqmln_torch.core.explain import (
+    merge_nearest,
+    nearest_samples,
+    relative_similarity,
+    select_smallest,
+)
 
 
 def blobs(n: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -54,18 +60,21 @@ def brute_exemplars(d: np.ndarray, k: int, allowed: np.ndarray | None = None):
     return idx, dist
 
 
+@pytest.mark.numerics
 def test_explain_fields_match_brute_force(fitted, data):
     X, _ = data
     info = fitted.explain(X)
     d = brute_distances(fitted, X)
     proto_labels = fitted.prototype_labels_
-    winner = d.argmin(1)
-    other = proto_labels[None, :] != proto_labels[winner][:, None]
-    rival = np.where(other, d, np.inf).argmin(1)
-    np.testing.assert_array_equal(info["prototype"], winner)
+    every = np.arange(d.shape[1])
+    # Winner and rival as brute force picks them, but for near ties (rounding decides those).
+    assert_winners_agree(info["prototype"], d, every)
+    winner = info["prototype"]
     np.testing.assert_array_equal(info["label"], proto_labels[winner])
-    np.testing.assert_array_equal(info["label"], fitted.predict(X))
-    np.testing.assert_array_equal(info["rival_prototype"], rival)
+    assert_winners_agree(fitted.predict(X), d, proto_labels)
+    other = proto_labels[None, :] != proto_labels[winner][:, None]
+    assert_winners_agree(info["rival_prototype"], np.where(other, d, np.inf), every)
+    rival = info["rival_prototype"]
     np.testing.assert_array_equal(info["rival_label"], proto_labels[rival])
     rows = np.arange(len(X))
     np.testing.assert_allclose(info["distance"], d[rows, winner], rtol=1e-9, atol=1e-12)
@@ -95,37 +104,71 @@ def test_relative_similarity_edge_cases():
 
 
 @pytest.mark.parametrize("k", [1, 5])
+@pytest.mark.numerics
 def test_exemplars_match_brute_force(fitted, data, k):
     X, y = data
     d = brute_distances(fitted, X)
     idx, dist = fitted.prototype_exemplars(X, k=k)
     want_idx, want_dist = brute_exemplars(d, k)
-    np.testing.assert_array_equal(idx, want_idx)
-    np.testing.assert_allclose(dist, want_dist, rtol=1e-9, atol=1e-12)
+    assert_nearest_agree(idx, dist, d, want_idx, want_dist)
     assert np.all(np.diff(dist, axis=1) >= 0)
     # With y: only samples of the prototype's class.
     own = y[:, None] == fitted.prototype_labels_[None, :]
     idx, dist = fitted.prototype_exemplars(X, y, k=k)
     want_idx, want_dist = brute_exemplars(d, k, own)
-    np.testing.assert_array_equal(idx, want_idx)
-    np.testing.assert_allclose(dist, want_dist, rtol=1e-9, atol=1e-12)
+    assert_nearest_agree(idx, dist, np.where(own, d, np.inf), want_idx, want_dist)
     assert np.all(y[idx] == fitted.prototype_labels_[:, None])
 
 
+class LookupNetwork(torch.nn.Module):
+    """Stands in for a fitted network in ``nearest_samples``: its "backbone" maps each input
+    row to its position in ``rows`` and its distances are rows of ``table (len(rows), P)``,
+    so duplicated rows tie exactly by construction (a real backbone rounds a row differently
+    by its position in a chunk)."""
+
+    def __init__(self, network: torch.nn.Module, rows: np.ndarray, table: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("rows", torch.as_tensor(rows))
+        self.register_buffer("table", torch.as_tensor(table))
+        self.register_buffer("prototypes", network.prototypes.detach().clone())
+        self.register_buffer("prototype_labels", network.prototype_labels.clone())
+        self.backbone = self.row_position
+
+    def row_position(self, x: torch.Tensor) -> torch.Tensor:
+        same = (x[:, None, :] == self.rows[None]).all(dim=-1)  # (m, len(rows))
+        assert bool(same.any(dim=1).all())
+        return same.double().argmax(dim=1, keepdim=True)
+
+    def distances(self, z: torch.Tensor) -> torch.Tensor:
+        return self.table[z[:, 0].long()]
+
+
+@pytest.mark.numerics
 def test_exemplars_exact_with_ties_and_chunks(fitted, data, monkeypatch):
-    """Duplicated rows tie exactly; tiny chunks force the running top-k across chunks."""
+    """Duplicated rows tie exactly (their distances are computed once and indexed); tiny
+    chunks force the running top-k across chunks, which must break the ties by index."""
     X, y = data
     rng = np.random.default_rng(1)
     order = rng.permutation(np.repeat(np.arange(40), 3))  # every row three times
     Xd, yd = X[order], y[order]
-    d = brute_distances(fitted, Xd)
-    want_idx, _ = brute_exemplars(d, 7)
+    unique = brute_distances(fitted, X[:40])  # (40, P), once per distinct row
+    network = LookupNetwork(fitted.network_, X[:40], unique)
+    d = unique[order]
+    want_idx, want_dist = brute_exemplars(d, 7)
+    assert (np.diff(want_dist, axis=1) == 0).any()  # the ranking crosses exact ties
     own = yd[:, None] == fitted.prototype_labels_[None, :]
     want_own, _ = brute_exemplars(d, 7, own)
+    y_idx = torch.as_tensor(np.searchsorted(fitted.classes_, yd))
+    x = torch.as_tensor(Xd)
     for chunk in (65536, 7, 1):
         monkeypatch.setattr(explain, "CHUNK", chunk)
-        np.testing.assert_array_equal(fitted.prototype_exemplars(Xd, k=7)[0], want_idx)
-        np.testing.assert_array_equal(fitted.prototype_exemplars(Xd, yd, k=7)[0], want_own)
+        np.testing.assert_array_equal(nearest_samples(network, x, 7)[1].numpy(), want_idx)
+        np.testing.assert_array_equal(nearest_samples(network, x, 7, y_idx)[1].numpy(), want_own)
+    # The estimator on the real network (near, not exact, ties): the same ranking.
+    for chunk in (65536, 7):
+        monkeypatch.setattr(explain, "CHUNK", chunk)
+        idx, dist = fitted.prototype_exemplars(Xd, k=7)
+        assert_nearest_agree(idx, dist, brute_distances(fitted, Xd), want_idx, want_dist)
 
 
 def test_select_and_merge_break_ties_by_index():

@@ -302,6 +302,9 @@ def test_dict_class_weight_and_sample_weight_multiply():
         ({"class_weight": {0: -1.0}}, "finite and non-negative"),
         ({"class_weight": 3}, "class_weight must be"),
         ({"sample_weight": -np.ones(90)}, "sample_weight must be finite and non-negative"),
+        # scikit-learn's check_all_zero_sample_weights_error wants the case named.
+        ({"sample_weight": np.zeros(90)}, "positive sum: all sample weights are zero"),
+        ({"sample_weight": np.full(90, np.nan)}, "NaN or infinite"),
     ],
 )
 def test_bad_weights(kwargs, match):

@@ -94,7 +94,8 @@ def test_metrics_synced_across_ranks(ddp_results, name):
 def test_equals_single_process_run(ddp_results, name):
     rank0, _ = ddp_results[name]
     reference = single_process(name)
-    assert_states_equal(rank0["init"], reference["init"])
+    # Another process computes the initial codes: equal up to rounding, not bitwise.
+    assert_states_equal(rank0["init"], reference["init"], atol=1e-12)
     assert_states_equal(rank0["final"], reference["final"], atol=ATOL)
     # The metric states are float32 (torchmetrics), so the synced epoch values agree to that.
     for ddp_epoch, ref_epoch in zip(
@@ -108,7 +109,7 @@ def test_memory_mapped_run_equals_the_in_memory_run(ddp_results):
     """The same DDP run from a memory-mapped .npy file and from memory: the same global
     batches, so the same weights (up to the summation order within a batch)."""
     for mapped, memory in zip(ddp_results["memmap"], ddp_results["plain"], strict=True):
-        assert_states_equal(mapped["init"], memory["init"])
+        assert_states_equal(mapped["init"], memory["init"], atol=1e-12)
         assert_states_equal(mapped["final"], memory["final"], atol=ATOL)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _numerics import assert_winners_agree, near_ties
 from _trainers import quiet_trainer
 from sklearn.exceptions import NotFittedError
 from torch.utils.data import DataLoader, TensorDataset
@@ -52,6 +53,7 @@ def _test_arrays(dm, label_map):
     return x_test, np.asarray(dm.classes_)[y_idx.numpy()]
 
 
+@pytest.mark.numerics
 def test_string_labels_train_and_predict_the_original_labels(string_fit):
     model, dm, trainer = string_fit
     assert list(model.classes_) == ["setosa", "versicolor", "virginica"]
@@ -62,7 +64,11 @@ def test_string_labels_train_and_predict_the_original_labels(string_fit):
     assert set(predictions) <= {"setosa", "versicolor", "virginica"}
     assert np.mean(predictions == y_test) >= 0.9
     (metrics,) = trainer.test(model, dm, verbose=False)
-    assert metrics["test_acc"] == pytest.approx(np.mean(predictions == y_test), abs=1e-6)
+    # Trainer.test runs in batches: only rows on a near tie may be decided otherwise.
+    with torch.no_grad():
+        d = F.squared_euclidean_distance(model.transform(x_test), model.prototypes)
+    slack = near_ties(d, model.prototype_labels).mean() + 1e-6
+    assert metrics["test_acc"] == pytest.approx(np.mean(predictions == y_test), abs=slack)
 
 
 def test_non_contiguous_integer_labels(sparse_int_fit):
@@ -109,6 +115,7 @@ def test_transform_and_forward_give_latent_codes(string_fit):
     torch.testing.assert_close(model.transform(x_test.numpy()), z)
 
 
+@pytest.mark.numerics
 def test_predict_indices_are_nearest_prototype_labels(sparse_int_fit):
     model, dm, _ = sparse_int_fit
     x_test, _ = _test_arrays(dm, None)
@@ -119,6 +126,7 @@ def test_predict_indices_are_nearest_prototype_labels(sparse_int_fit):
     np.testing.assert_array_equal(model.predict(x_test), model.classes_[indices.numpy()])
 
 
+@pytest.mark.numerics
 def test_predict_step_through_trainer_predict(string_fit):
     model, dm, _ = string_fit
     outputs = _trainer().predict(model, dm)
@@ -126,7 +134,10 @@ def test_predict_step_through_trainer_predict(string_fit):
     probabilities = torch.cat([o["probabilities"] for o in outputs])
     latent = torch.cat([o["latent"] for o in outputs])
     x_test = dm._tensors["test"][0]
-    assert torch.equal(labels, model.predict_indices(x_test))
+    # Trainer.predict runs in batches, predict_indices in one chunk: rounding differs.
+    with torch.no_grad():
+        d = F.squared_euclidean_distance(model.transform(x_test), model.prototypes)
+    assert_winners_agree(labels, d, model.prototype_labels)
     torch.testing.assert_close(probabilities, model.predict_proba(x_test))
     torch.testing.assert_close(latent, model.transform(x_test))
 

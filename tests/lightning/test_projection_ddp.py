@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from _ddp import load_script, run_ddp_script
+from _numerics import assert_winners_agree
 from _paths import TESTS
+
+pytestmark = pytest.mark.numerics  # two processes against one and against brute force
 
 SCRIPT = TESTS / "ddp_projection_script.py"
 script = load_script(SCRIPT)
@@ -34,7 +38,9 @@ def test_ranks_end_identical_on_the_global_nearest_sample(ranks, name):
     # Every projection (4 epochs + the end) chose the brute-force nearest same-class sample
     # over the whole data set, though each rank searched only its share.
     assert len(rank0["expected"]) == script.EPOCHS + 1
-    assert torch.equal(rank0["sources"], rank0["expected"][-1])
+    # The search runs in shards of another shape than brute force: equal but for near ties.
+    n = len(rank0["distances"][-1])
+    assert_winners_agree(rank0["sources"], rank0["distances"][-1].T, np.arange(n))
     _, y = script.make_data()
     assert torch.equal(torch.as_tensor(y)[rank0["sources"]], rank0["final"]["prototype_labels"])
 
@@ -42,8 +48,11 @@ def test_ranks_end_identical_on_the_global_nearest_sample(ranks, name):
 def test_datamodule_run_equals_one_process(ranks):
     rank0, _ = ranks["datamodule"]
     single = script.fit_case("datamodule", devices=1)
-    assert torch.equal(single["sources"], rank0["sources"])
-    for before_ddp, before_single in zip(rank0["expected"], single["expected"], strict=True):
-        assert torch.equal(before_ddp, before_single)
+    # One process and two reduce the gradients in another order (the weights agree within
+    # 1e-8): every projection picks the same samples but for near ties.
+    n = len(single["distances"][-1])
+    for d_ddp, single_pick in zip(rank0["distances"], single["expected"], strict=True):
+        assert_winners_agree(single_pick, d_ddp.T, np.arange(n), rtol=1e-6, atol=1e-8)
+    assert_winners_agree(single["sources"], rank0["distances"][-1].T, np.arange(n), 1e-6, 1e-8)
     for key, value in single["final"].items():
         torch.testing.assert_close(rank0["final"][key], value, rtol=0, atol=1e-8, msg=key)

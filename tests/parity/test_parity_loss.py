@@ -361,6 +361,7 @@ def test_loss_gradients_end_to_end(case, dtype, direction):
 
 
 @pytest.mark.parametrize("transfer", TRANSFERS)
+@pytest.mark.numerics
 def test_identical_prototype_copies_get_identical_gradients(transfer):
     """Copies of a prototype stay copies: both frameworks split the gradient evenly.
 
@@ -393,8 +394,9 @@ def test_identical_prototype_copies_get_identical_gradients(transfer):
     g_p = np.asarray(g_p)
     for a, b in copies:
         assert np.abs(g_p[a]).sum() > 0
-        assert torch.equal(p_t.grad[a], p_t.grad[b])
-        np.testing.assert_array_equal(g_p[a], g_p[b])
+        # Copies sit in different columns of one product: equal up to rounding.
+        torch.testing.assert_close(p_t.grad[a], p_t.grad[b], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(g_p[a], g_p[b], rtol=1e-12, atol=1e-15)
     assert_parity(p_t.grad.numpy(), g_p, 1e-12)
     assert_parity(z_t.grad.numpy(), np.asarray(g_z), 1e-12)
 

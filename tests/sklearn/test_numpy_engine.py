@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _numerics import assert_winners_agree, latent_distances
 from _parity_pairs import assert_parity
 from _parity_utils import blobs
 from sklearn.datasets import load_iris
@@ -112,6 +113,7 @@ def test_core_loss_and_gradients_match_torch_autograd(
         assert_parity(grad_b, layer.bias.grad.numpy(), rtol)
 
 
+@pytest.mark.numerics
 def test_core_splits_tied_gradients_and_clamps_as_autograd_does():
     """Identical prototype copies share the gradient evenly (torch.amin / jnp.min) and stay
     identical; a sample sitting on a prototype (distance clamped at 0) passes the gradient."""
@@ -125,7 +127,8 @@ def test_core_splits_tied_gradients_and_clamps_as_autograd_does():
     _, _, _, grad_prototypes, _ = _numpy_loss_and_grads(
         backbone, x, y, prototypes, labels, weights, "tanh", True
     )
-    np.testing.assert_array_equal(grad_prototypes[0], grad_prototypes[1])
+    # The copies sit in different columns of one product: equal up to rounding.
+    np.testing.assert_allclose(grad_prototypes[0], grad_prototypes[1], rtol=1e-12, atol=1e-15)
     assert_parity(grad_prototypes, prototypes.grad.numpy(), 1e-12)
 
 
@@ -241,6 +244,7 @@ def _weights(est: LVQMLNClassifier) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("name", list(FEATURES))
+@pytest.mark.numerics
 def test_numpy_engine_follows_the_lightning_path_in_float64(data, name):
     fast = _fit(data, "numpy", **FEATURES[name])
     slow = _fit(data, "lightning", **FEATURES[name])
@@ -260,9 +264,11 @@ def test_numpy_engine_follows_the_lightning_path_in_float64(data, name):
             == (np.int64 if key == "prototype_labels" else np.float64)
         )
         assert_parity(fast_weights[key], expected, 1e-10)
-    np.testing.assert_array_equal(fast.predict(data["X_val"]), slow.predict(data["X_val"]))
+    d = latent_distances(slow, data["X_val"])
+    assert_winners_agree(fast.predict(data["X_val"]), d, slow.prototype_labels_)
 
 
+@pytest.mark.numerics
 def test_numpy_engine_matches_lightning_in_float32_on_iris():
     X, y = load_iris(return_X_y=True)
     X = StandardScaler().fit_transform(X).astype(np.float32)
@@ -271,7 +277,7 @@ def test_numpy_engine_matches_lightning_in_float32_on_iris():
     assert fast.prototypes_.dtype == np.float32
     np.testing.assert_allclose(fast.loss_history_, slow.loss_history_, rtol=1e-4)
     assert_parity(fast.prototypes_, slow.prototypes_, 1e-4)
-    np.testing.assert_array_equal(fast.predict(X), slow.predict(X))
+    assert_winners_agree(fast.predict(X), latent_distances(slow, X), slow.prototype_labels_, 1e-3)
     assert fast.score(X, y) > 0.8
 
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from typing_extensions import override
 
 from ...training.rules import ShadowRule, evaluating_rule
+from ._state_key import KeyedState
 
 __all__ = ["ShadowWeights", "evaluation_state"]
 
@@ -28,7 +28,7 @@ def _trainable(pl_module: pl.LightningModule) -> dict[str, Tensor]:
     return {n: p for n, p in pl_module.named_parameters() if p.requires_grad}
 
 
-class ShadowWeights(Callback, ABC):
+class ShadowWeights(KeyedState, ABC):
     """Base class: a shadow copy of every trainable parameter, initialised from the weights the
     first training step starts from and updated after every optimizer step by
     `after_optimizer_step`.

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from ._state_key import KeyedState
 from .restore_best import resolve_monitor
 
 __all__ = ["RuleStopping"]
 
 
-class RuleStopping(Callback):
+class RuleStopping(KeyedState):
     """Once per epoch (after validation), feed the monitored value to ``rule.update`` and stop
     when it says so on any rank.
 

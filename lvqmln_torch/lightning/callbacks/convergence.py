@@ -22,6 +22,8 @@ class LossConvergence(RuleStopping):
             ``train_loss``).
     """
 
+    state_settings = ("monitor", "epsilon")
+
     def __init__(self, epsilon: float = 1e-6, monitor: str = "train_loss") -> None:
         super().__init__(ConvergenceRule(epsilon), monitor)
         self.epsilon = self.rule.epsilon

@@ -25,6 +25,8 @@ class ExponentialMovingAverage(ShadowWeights):
     step rather than the initial ones, and cannot be pickled under ``ddp_spawn``.
     """
 
+    state_settings = ("decay",)
+
     def __init__(self, decay: float = 0.999) -> None:
         super().__init__()
         self.rule = EMARule(decay)

@@ -26,6 +26,8 @@ class Lookahead(ShadowWeights):
     The defaults are [`LOOKAHEAD_DEFAULTS`][lvqmln_torch.core.validation.LOOKAHEAD_DEFAULTS].
     """
 
+    state_settings = ("sync_period", "slow_step_size")
+
     def __init__(
         self,
         sync_period: int = LOOKAHEAD_DEFAULTS["sync_period"],

@@ -25,8 +25,11 @@ class PatienceStopping(RuleStopping):
             ``train_loss``).
     """
 
+    state_settings = ("monitor", "patience", "min_delta")
+
     def __init__(self, patience: int, min_delta: float = 0.0, monitor: str = "auto") -> None:
         super().__init__(PatienceRule(patience, min_delta), monitor)
+        self.patience, self.min_delta = self.rule.patience, float(self.rule.min_delta)
 
     @override
     def state_dict(self) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 from typing_extensions import override
@@ -16,6 +15,7 @@ from typing_extensions import override
 from ...core.explain import CHUNK, checked_labels, merge_nearest, nearest_samples
 from ...core.validation import Boolean, Integer
 from ._shadow import ShadowWeights
+from ._state_key import KeyedState
 from .restore_best import RestoreBest
 
 __all__ = ["PrototypeProjection", "TrainingSamples"]
@@ -86,7 +86,7 @@ class TrainingSamples:
         return index if self.index_map is None else self.index_map[index]
 
 
-class PrototypeProjection(Callback):
+class PrototypeProjection(KeyedState):
     """Replace each prototype by the latent code of its nearest training sample of the same
     class (the "push" step of ProtoPNet, Chen et al., NeurIPS 2019), so every prototype is a
     real, showable example. The chosen samples' indices are kept in the module's
@@ -110,6 +110,8 @@ class PrototypeProjection(Callback):
         every_n_epochs: also project after every this many training epochs (``None``: never).
         at_end: project when training ends.
     """
+
+    state_settings = ("every_n_epochs", "at_end")
 
     def __init__(self, every_n_epochs: int | None = None, at_end: bool = True) -> None:
         self.every_n_epochs = Integer(1, none=True)("every_n_epochs", every_n_epochs)

@@ -6,13 +6,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from typing_extensions import override
 
 from ...training.rules import BestTracker
 from ...training.stopping import monitored_loss
 from ._shadow import evaluation_state
+from ._state_key import KeyedState
 
 __all__ = ["RestoreBest", "resolve_monitor"]
 
@@ -25,7 +25,7 @@ def resolve_monitor(monitor: str, trainer: pl.Trainer) -> str:
     return monitored_loss("val_loss" in trainer.callback_metrics)
 
 
-class RestoreBest(Callback):
+class RestoreBest(KeyedState):
     """Keep an in-memory copy of the weights of the epoch with the lowest monitored value and
     load it when the fit ends. With EMA or lookahead the copy holds the weights the model
     evaluates with (the EMA / slow weights).
@@ -34,6 +34,8 @@ class RestoreBest(Callback):
         monitor: a logged metric to minimise, or ``"auto"`` (``val_loss`` when validation
             runs, else ``train_loss``).
     """
+
+    state_settings = ("monitor",)
 
     def __init__(self, monitor: str = "auto") -> None:
         self.monitor = monitor

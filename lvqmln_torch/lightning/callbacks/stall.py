@@ -7,16 +7,16 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from ...training.rules import STALL_DEFAULTS, StallRule, TrainingStallWarning
 from ..user_data import unpack
+from ._state_key import KeyedState
 
 __all__ = ["StallDetection"]
 
 
-class StallDetection(Callback):
+class StallDetection(KeyedState):
     """Warn once, with a [`TrainingStallWarning`][lvqmln_torch.training.rules.TrainingStallWarning] naming the likely
     causes, when training stalls ([`StallRule`][lvqmln_torch.training.rules.StallRule]): after ``after``
     epochs and ``min_steps`` optimizer steps, and at the end of the fit, a training accuracy no
@@ -29,6 +29,9 @@ class StallDetection(Callback):
     each is explained).
     """
 
+    state_settings = ("after", "tolerance", "flat", "min_steps")
+    _progress = ("previous", "change", "epochs", "steps", "early_checked", "fired")
+
     def __init__(
         self,
         after: int = STALL_DEFAULTS["after"],
@@ -37,7 +40,19 @@ class StallDetection(Callback):
         min_steps: int = STALL_DEFAULTS["min_steps"],
     ) -> None:
         self.rule = StallRule(after=after, tolerance=tolerance, flat=flat, min_steps=min_steps)
+        self.after, self.tolerance = self.rule.after, self.rule.tolerance
+        self.flat, self.min_steps = self.rule.flat, self.rule.min_steps
         self._counts: torch.Tensor | None = None
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"counts": self._counts, **{k: getattr(self.rule, k) for k in self._progress}}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._counts = state_dict["counts"]
+        for key in self._progress:
+            setattr(self.rule, key, state_dict[key])
 
     @override
     def on_train_batch_end(
