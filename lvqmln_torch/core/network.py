@@ -14,6 +14,7 @@ from sklearn.exceptions import NotFittedError
 from torch import Tensor, nn
 
 from .backbones import CNNBackbone, MLPBackbone
+from .calibration import TemperatureScaling
 from .explain import CHUNK, PrototypeExplanations
 from .head import PrototypeHead
 from .initializers import initialize_prototypes, prototype_labels_for, resolve_prototypes_per_class
@@ -120,13 +121,15 @@ def build_parts(
     return backbone, prototypes, labels, int(n_classes), input_shape, given
 
 
-class PrototypeNetwork(PrototypeExplanations, nn.Module):
+class PrototypeNetwork(TemperatureScaling, PrototypeExplanations, nn.Module):
     """Backbone, prototypes in its latent space, their labels, and the prototype head.
 
     ``x (n, …) → backbone → z (n, latent_dim) → squared distances (n, P) to the prototypes →
     labels (n,) / probabilities (n, k)``. Built empty (``PrototypeNetwork()``) and filled by
     [`install`][lvqmln_torch.core.network.PrototypeNetwork.install], or from its parts. The explanations, exemplars, projection and reject
-    option are [`PrototypeExplanations`][lvqmln_torch.core.explain.PrototypeExplanations]' methods.
+    option are [`PrototypeExplanations`][lvqmln_torch.core.explain.PrototypeExplanations]' methods;
+    the temperature fit and the conformal scores
+    [`TemperatureScaling`][lvqmln_torch.core.calibration.TemperatureScaling]'s.
 
     Args:
         backbone: maps inputs to ``(n, latent_dim)``.
@@ -351,7 +354,8 @@ class PrototypeNetwork(PrototypeExplanations, nn.Module):
         return self.inference(x, self.backbone)
 
     def predict_proba(self, x: Any) -> Tensor:
-        """``(n, n_classes)`` softmax over classes of −(per-class minimum squared distance)."""
+        """``(n, n_classes)`` softmax over classes of −(per-class minimum squared distance) / T
+        (``T`` = [`temperature`][lvqmln_torch.core.calibration.TemperatureScaling.temperature])."""
         return self.inference(
             x,
             lambda b: self.head.probabilities(

@@ -23,6 +23,7 @@ from ..training.config import INIT_SAMPLE_SIZE, module_config, upgrade_checkpoin
 from ..training.optimizers import OPTIMIZERS, build_optimizer, parameter_groups
 from ..training.rules import nonfinite_loss_error
 from ..training.schedules import ScheduleLR
+from .calibration import LoaderCalibration, calibration_error_metric
 from .metrics import EpochStats
 from .user_data import (
     DatamoduleHparamsLogging,
@@ -35,7 +36,7 @@ from .user_data import (
 __all__ = ["LVQMLN", "nonfinite_loss_error"]
 
 
-class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
+class LVQMLN(LoaderCalibration, PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
     """LVQ Multi-Layer Network.
 
     ``x → backbone → z (n, latent_dim)``; prototypes ``W (P, latent_dim)`` with labels
@@ -172,6 +173,7 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
         )
         hp.n_classes = n_classes
         self.install(backbone, prototypes, labels, n_classes, input_shape)
+        self.val_ece = calibration_error_metric(n_classes)  # logged as val_ece
         self._prototypes_ready = given
         self.freeze_parts(hp.freeze)
 
@@ -368,6 +370,10 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
         winners = self.prototype_labels.index_select(0, distances.argmin(dim=1))  # no grad
         n = y.shape[0]
         stats.add(loss.detach(), w.detach().sum() if w is not None else n, (winners == y).sum(), n)
+        if stats is self.val_stats:
+            self.val_ece.update(
+                self.head.probabilities(distances.detach(), self.prototype_labels), y
+            )
         return loss
 
     @override
@@ -411,6 +417,8 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
             self.log(
                 f"{stage}_acc", stats.accuracy, on_step=False, on_epoch=True, prog_bar=prog_bar
             )
+            if stage == "val":
+                self.log("val_ece", self.val_ece, on_step=False, on_epoch=True)
 
     @override
     def predict_step(
