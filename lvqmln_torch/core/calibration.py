@@ -152,12 +152,14 @@ def fit_temperature(
         else:
             a, c = c, d
             d = a + _INV_PHI * (b - a)
-    best = min(cache, key=lambda u: (cache[u], abs(u)))
+    best = min(cache, key=lambda u: (cache[u], abs(u)))  # ties: the T nearest to 1
     if low <= 1.0 <= high and f(0.0) <= cache[best]:
         best = 0.0
-    if min(best - math.log(low), math.log(high) - best) < 2 * _LOG_TOL:
+    # No rise of the NLL towards a bound: separable data (towards low) or no signal (high).
+    if min(f(math.log(low)), f(math.log(high))) <= cache[best]:
         warnings.warn(
-            f"the fitted temperature {math.exp(best):.3g} lies on a bound of {(low, high)}: "
+            f"the NLL of the fitted temperature {math.exp(best):.3g} is no lower than at a "
+            f"bound of {(low, high)}: "
             "the calibration data are separated with a margin (use held-out samples, not "
             "training ones, and more of them) or the model carries no signal",
             stacklevel=2,

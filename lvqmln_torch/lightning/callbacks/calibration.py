@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
 from ...core.calibration import DEFAULT_BOUNDS, check_bounds
@@ -49,7 +50,7 @@ class TemperatureCalibration(Callback):
         bounds: ``(low, high)`` limits of the temperature.
 
     Raises:
-        ValueError: when the fit has no validation data (at the start of the fit).
+        ValueError: when the fit has no validation data (when training starts).
     """
 
     def __init__(self, bounds: tuple[float, float] = DEFAULT_BOUNDS) -> None:
@@ -58,13 +59,6 @@ class TemperatureCalibration(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        source = trainer.fit_loop.epoch_loop.val_loop._data_source
-        if not source.is_defined() or trainer.limit_val_batches == 0:
-            raise ValueError(
-                "TemperatureCalibration fits the temperature on the validation data, but this "
-                "fit has none: give Trainer.fit val_dataloaders (or the datamodule a "
-                "val_dataloader) and keep limit_val_batches > 0"
-            )
         # Last among the callbacks that may change the final weights in on_fit_end
         # (RestoreBest, PrototypeProjection), before the checkpoint callbacks, which Lightning
         # keeps last. A new list: Lightning is iterating over the old one now.
@@ -73,19 +67,32 @@ class TemperatureCalibration(Callback):
         trainer.callbacks = [*plain, self, *(c for c in others if isinstance(c, Checkpoint))]
 
     @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loop = trainer.fit_loop.epoch_loop.val_loop
+        try:
+            loop.setup_data()  # what the sanity check does; a no-op when it ran
+            missing = loop.skip
+        except MisconfigurationException:  # no val_dataloader anywhere
+            missing = True
+        if missing:
+            raise ValueError(
+                "TemperatureCalibration fits the temperature on the validation data, but this "
+                "fit has none: give Trainer.fit val_dataloaders (or the datamodule a "
+                "val_dataloader with batches) and keep limit_val_batches > 0"
+            )
+
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loaders = _loaders(trainer)
-        if not loaders:  # validation never ran (a fit stopped before it): load the loaders
-            trainer.fit_loop.epoch_loop.val_loop.setup_data()
-            loaders = _loaders(trainer)
         # The strategy moved the module to the CPU at teardown; calibrate on its device.
         device = pl_module.device
         pl_module.to(trainer.strategy.root_device)
         try:
-            self.temperature = pl_module.calibrate(
+            pl_module.calibrate(
                 _Chain(loaders),
                 bounds=self.bounds,
                 reduce=lambda t: trainer.strategy.reduce(t, reduce_op="sum"),
             )
+            self.temperature = pl_module.temperature
         finally:
             pl_module.to(device)
