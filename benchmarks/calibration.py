@@ -18,11 +18,15 @@ import argparse
 import gzip
 import os
 import pickle
+import platform
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
+from _common import replace_section
 from sklearn import datasets
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -30,6 +34,8 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 
 from lvqmln_torch.sklearn.estimator import LVQMLNClassifier
 
+HERE = Path(__file__).resolve().parent
+SECTION = "calibration"
 MNIST = "/work/data/mnist.pkl.gz"
 # (loader, training size or fraction, calibration share of the rest, estimator settings)
 ROWS = {
@@ -143,7 +149,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--mnist", action="store_true", help=f"add MNIST ({MNIST})")
+    parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
+    start = time.perf_counter()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     lines = [
@@ -162,7 +171,30 @@ def main() -> None:
         result = run_mnist()
         lines.append(row("MNIST", f"{result['params']}, train {result['n_train']}", [result]))
         print(lines[-1], flush=True)
-    print("\n".join(lines))
+    report = "\n".join(
+        [
+            "## Calibration: temperature scaling on held-out data (issue 23)",
+            "",
+            f"- Command: `python benchmarks/calibration.py {' '.join(sys.argv[1:])}`",
+            f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+            f"{time.perf_counter() - start:.0f} s; {platform.machine()}, {os.cpu_count()} "
+            f"cores (shared with other jobs), torch {torch.__version__}",
+            "- Per seed: stratified split into training / calibration / test (the held-out "
+            "part halved), features z-scored with the training statistics (MNIST: pixels "
+            "in [0, 1]; its 10,000 validation images calibrate, its 10,000 test images test); "
+            "ECE with 15 bins (torchmetrics), NLL the mean negative log-likelihood, both on "
+            "the test split. Targets per seed: ECE above 0.05 before → at most half after; "
+            "below → at most 0.01 worse; NLL at most 3 % worse. Predictions unchanged "
+            "(checked).",
+            "",
+            *lines,
+        ]
+    )
+    print(report)
+    if args.write:
+        text = args.output.read_text() if args.output.exists() else ""
+        args.output.write_text(replace_section(text, SECTION, report))
+        print(f"written to {args.output}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ class PrototypeHead(nn.Module):
     """Nearest-prototype decisions in latent space (no parameters of its own).
 
     Its one buffer, ``temperature`` (a 0-dim tensor, 1 until a calibration fits it: see
-    [`lvqmln_torch.core.calibration`][lvqmln_torch.core.calibration]), divides the distances
+    [`fit_temperature`][lvqmln_torch.core.calibration.fit_temperature]), divides the distances
     inside the softmax of [`probabilities`][lvqmln_torch.core.head.PrototypeHead.probabilities];
     labels never depend on it. A ``state_dict`` written before it existed loads with 1.
 

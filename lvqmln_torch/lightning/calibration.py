@@ -1,6 +1,8 @@
 """Temperature scaling and conformal scores of the LightningModule on DataLoaders, and its
 logged calibration metric (``val_ece``). The math is
-[`lvqmln_torch.core.calibration`][lvqmln_torch.core.calibration]'s."""
+``lvqmln_torch.core.calibration``'s
+([`fit_temperature`][lvqmln_torch.core.calibration.fit_temperature],
+[`nonconformity`][lvqmln_torch.core.calibration.nonconformity])."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ ECE_BINS = 15
 
 
 def calibration_error_metric(n_classes: int) -> MulticlassCalibrationError:
-    """The top-label expected calibration error (L1, [`ECE_BINS`][lvqmln_torch.lightning.calibration.ECE_BINS]
+    """The top-label expected calibration error (L1, ``ECE_BINS`` = 15
     bins) logged as ``val_ece``; its inputs are not re-validated each step (no host sync)."""
     return MulticlassCalibrationError(
         num_classes=int(n_classes), n_bins=ECE_BINS, norm="l1", validate_args=False

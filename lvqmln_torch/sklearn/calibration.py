@@ -1,5 +1,5 @@
 """The estimator's temperature scaling and conformal scores:
-[`lvqmln_torch.core.calibration`][lvqmln_torch.core.calibration] on NumPy arrays, with the
+``lvqmln_torch.core.calibration`` on NumPy arrays, with the
 user's original labels (``classes_``). No Lightning here."""
 
 from __future__ import annotations

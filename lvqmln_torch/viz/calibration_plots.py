@@ -1,7 +1,7 @@
 """The reliability diagram: per confidence bin, the accuracy of the top-label prediction
 against its mean probability, with the share of samples per bin and the expected calibration
 error (the bins of torchmetrics' ``MulticlassCalibrationError``). matplotlib's Agg canvas
-only (no pyplot), as [`lvqmln_torch.viz.plotting`][lvqmln_torch.viz.plotting]."""
+only (no pyplot), as ``lvqmln_torch.viz.plotting``."""
 
 from __future__ import annotations
 
