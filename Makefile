@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(if $(TORCH_PIN),$(PIP) install -q "$(TORCH_PIN)")
 	$(PIP) install -q -e ".[test]"
-	# LitData (the `stream` extra) for tests/test_streaming.py, without its torchvision
+	# LitData (the `stream` extra) for tests/lightning/test_streaming.py, without its torchvision
 	# dependency, which would replace the pinned torch; litdata runs without it.
 	$(PIP) install -q --no-deps "litdata>=0.2.50"
 	$(PIP) install -q filelock boto3 requests tifffile obstore

@@ -21,7 +21,8 @@ import torch
 from sklearn.datasets import load_digits
 
 from lvqmln_torch import functional as F
-from lvqmln_torch.core.network import PrototypeNetwork, backbone_lr
+from lvqmln_torch.core.construction import backbone_lr
+from lvqmln_torch.core.network import PrototypeNetwork
 from lvqmln_torch.sklearn.params import module_arguments
 from lvqmln_torch.training.config import module_config
 from lvqmln_torch.training.optimizers import parameter_groups

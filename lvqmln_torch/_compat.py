@@ -22,7 +22,6 @@ __all__ = ["OLD_MODULE_PATHS", "install_old_module_paths"]
 
 _PACKAGE = __name__.rpartition(".")[0]
 
-#: Module of lvqmln 0.1 (relative to the package) → the module that holds its code now.
 OLD_MODULE_PATHS: dict[str, str] = {
     "functional": "core.functional",
     "head": "core.head",
@@ -73,6 +72,7 @@ OLD_MODULE_PATHS: dict[str, str] = {
     "lightning_fit": "sklearn.lightning_fit",
     "_output": "sklearn.output",
 }
+"""Module of lvqmln 0.1 (relative to the package) → the module that holds its code now."""
 
 
 class _AliasLoader(importlib.abc.Loader):

@@ -36,9 +36,9 @@ from .lightning.model import LVQMLN
 
 __all__ = ["DATAMODULES", "LVQMLNCLI", "main", "run_cli"]
 
-#: The datamodules selectable by their short names with ``--data``; any other
-#: ``LightningDataModule`` subclass is selected by its import path (``class_path``).
 DATAMODULES = (BuiltinDataModule, CsvDataModule)
+"""The datamodules selectable by their short names with ``--data``; any other
+``LightningDataModule`` subclass is selected by its import path (``class_path``)."""
 
 # Errors a user causes with a bad argument value (unknown data set, missing file or column,
 # unknown optimizer, ...): reported as a one-line CLI error instead of a traceback.

@@ -11,21 +11,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from _trainers import quiet_trainer
 from lightning.pytorch import Trainer
 
 
 def ddp_trainer(devices: int, epochs: int, callbacks: list[Any]) -> Trainer:
     """A quiet float64 CPU Trainer on ``devices`` processes (``ddp`` when more than one)."""
-    return Trainer(
-        accelerator="cpu",
+    return quiet_trainer(
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
         precision="64-true",
         max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=callbacks,
     )
 

@@ -12,17 +12,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
+from _trainers import quiet_trainer
 from lightning.pytorch.callbacks import Callback
 
 from lvqmln_torch import LVQMLN
-from lvqmln_torch.data.batches import InMemoryBatches
+from lvqmln_torch.data.batches import BatchPlan, InMemoryBatches
 from lvqmln_torch.data.datamodule import ArrayDataModule
-from lvqmln_torch.io.interop import backbone_to_jax, images_nchw_to_nhwc
+from lvqmln_torch.io.interop import backbone_to_jax
 
 GROUPS = ("prototypes", "backbone")
+
+
+def images_nchw_to_nhwc(images: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``(n, C, H, W)`` → ``(n, H, W, C)`` as numpy (the JAX reference's image layout)."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(images).transpose(0, 2, 3, 1))
 
 
 @contextmanager
@@ -66,7 +73,7 @@ def batch_order(
     order = []
     for epoch in range(epochs):
         batches = InMemoryBatches(
-            (index,), batch_size, shuffle=shuffle, seed=seed, epoch_fn=lambda e=epoch: e
+            (index,), BatchPlan(batch_size, shuffle=shuffle, seed=seed, epoch_fn=lambda e=epoch: e)
         )
         order.extend(batch[0].numpy().copy() for batch in batches)
     return order
@@ -183,15 +190,9 @@ def _as_float64(tree: Any) -> Any:
 
 def fit(run: Run, epochs: int, precision: str = "64-true", **trainer_kwargs: Any) -> None:
     """Train the torch side with a quiet Trainer, recording losses and learning rates."""
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
+    trainer = quiet_trainer(
         precision=precision,
         max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         callbacks=[run.recorder],
         **trainer_kwargs,

@@ -1,4 +1,4 @@
-"""A training run that ``tests/test_crash_resume.py`` kills with SIGKILL mid-run.
+"""A training run that ``tests/lightning/test_crash_resume.py`` kills with SIGKILL mid-run.
 
 Usage::
 
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, Trainer
+from _trainers import quiet_trainer
+from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
@@ -93,16 +94,9 @@ def build() -> tuple[LVQMLN, ArrayDataModule]:
 
 
 def trainer_kwargs() -> dict[str, Any]:
-    """Trainer settings shared by the killed, the resumed and the uninterrupted runs."""
-    return {
-        "accelerator": "cpu",
-        "devices": 1,
-        "precision": "64-true",
-        "max_epochs": EPOCHS,
-        "logger": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-    }
+    """Settings of the quiet test Trainer shared by the killed, the resumed and the
+    uninterrupted runs."""
+    return {"precision": "64-true", "max_epochs": EPOCHS}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     model, datamodule = build()
-    trainer = Trainer(callbacks=callbacks, **trainer_kwargs())
+    trainer = quiet_trainer(callbacks=callbacks, enable_checkpointing=True, **trainer_kwargs())
     trainer.fit(model, datamodule=datamodule)
     torch.save(model.state_dict(), args.out_dir / "final.pt")
 

@@ -1,5 +1,5 @@
 """Two-process CPU DDP runs of :class:`~lvqmln_torch.lightning.callbacks.PrototypeProjection`, launched
-by ``tests/test_projection_ddp.py`` as a subprocess (DDP cannot run under pytest).
+by ``tests/lightning/test_projection_ddp.py`` as a subprocess (DDP cannot run under pytest).
 
 Usage::
 

@@ -1,4 +1,5 @@
-"""Two-process CPU DDP runs of LVQMLN, launched by ``tests/test_ddp.py`` as a subprocess.
+"""Two-process CPU DDP runs of LVQMLN, launched by ``tests/lightning/test_ddp.py`` as a
+subprocess.
 
 Usage::
 

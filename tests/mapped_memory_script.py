@@ -1,5 +1,5 @@
 """Anonymous-memory growth of training on a memory-mapped ``.npy`` file, run as a subprocess
-by ``tests/test_mapped.py`` (a fresh process, so nothing else has touched the heap).
+by ``tests/data/test_mapped.py`` (a fresh process, so nothing else has touched the heap).
 
 Usage::
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch import Trainer
+from _trainers import quiet_trainer
 
 from lvqmln_torch import LVQMLN, ArrayDataModule
 
@@ -54,15 +54,7 @@ def main(folder: Path) -> None:
         initial_prototypes=rng.normal(size=(CLASSES, latent)),
         initial_prototype_labels=list(range(CLASSES)),
     )
-    trainer = Trainer(
-        accelerator="cpu",
-        max_steps=30,
-        limit_val_batches=5,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_steps=30, limit_val_batches=5)
     before = rss_anon()
     data = ArrayDataModule(
         folder / "X.npy", folder / "y.npy", val_size=0.1, batch_size=512, standardize=True

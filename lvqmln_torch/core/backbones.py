@@ -32,6 +32,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "leaky_relu": lambda: nn.LeakyReLU(negative_slope=0.01),
     "selu": nn.SELU,
 }
+"""Activation name → a factory of a fresh module (the names upstream accepts)."""
 
 
 def get_activation(name: str) -> nn.Module:

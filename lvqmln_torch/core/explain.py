@@ -1,9 +1,9 @@
-"""Explanations of a prototype network's decisions, on tensors: per prediction the winning
-and the rival prototype with their distances and a certainty, the data samples nearest to
-each prototype (exemplars), the projection of the prototypes onto training samples, and a
-reject option. [`PrototypeExplanations`][lvqmln_torch.core.explain.PrototypeExplanations] adds them to
-[`PrototypeNetwork`][lvqmln_torch.core.network.PrototypeNetwork] (and so to [`LVQMLN`][lvqmln_torch.lightning.model.LVQMLN]);
-the estimator wraps them to NumPy with its original labels. No Lightning here.
+"""The math of explaining a prototype network's decisions, on tensors: the certainty of a
+prediction, the exact search for the data samples nearest to each prototype (exemplars), the
+accuracy-rejection curve and the checks of the explanations' inputs.
+[`lvqmln_torch.core.explanations`][lvqmln_torch.core.explanations] applies them to a
+[`PrototypeNetwork`][lvqmln_torch.core.network.PrototypeNetwork]; the estimator wraps them to
+NumPy with its original labels. No Lightning here.
 
 The certainty is the relative similarity of Fischer, Hammer and Wersing ("Efficient rejection
 strategies for prototype-based classification", Neurocomputing 2015):
@@ -24,11 +24,11 @@ from .validation import Integer, Real
 
 __all__ = [
     "CHUNK",
-    "PrototypeExplanations",
     "accuracy_rejection_curve",
     "check_k",
     "check_threshold",
     "checked_inputs",
+    "evaluating",
     "checked_labels",
     "merge_nearest",
     "nearest_samples",
@@ -42,7 +42,7 @@ CHUNK = 65536
 # Exemplar search: at most this many (sample, prototype) distances exist at once.
 MAX_DISTANCES = 1 << 24
 
-_TARGET = Real(0.0, 1.0, low_open=True)
+TARGET_ACCURACY = Real(0.0, 1.0, low_open=True)
 
 
 def check_threshold(threshold: Any) -> float:
@@ -91,7 +91,7 @@ def merge_nearest(distances: Tensor, indices: Tensor, k: int) -> tuple[Tensor, T
 
 
 @contextmanager
-def _evaluating(network: Any) -> Iterator[None]:
+def evaluating(network: Any) -> Iterator[None]:
     """Eval and inference mode for the block; the training mode is restored after it."""
     was_training = network.training
     network.eval()
@@ -177,7 +177,7 @@ def nearest_samples(
     best = torch.full((n_prototypes, k), float("inf"), dtype=dtype, device=device)
     best_index = torch.full((n_prototypes, k), -1, dtype=torch.long, device=device)
     size = max(1, min(CHUNK, MAX_DISTANCES // max(n_prototypes, 1)))
-    with _evaluating(network):
+    with evaluating(network):
         for start in range(0, len(x), size):
             chunk = x[start : start + size].to(network.prototypes)
             d = network.distances(network.backbone(chunk)).T  # (P, m)
@@ -228,7 +228,7 @@ def pick_threshold(curve: dict[str, Any], target_accuracy: float) -> float:
     Raises:
         ValueError: for a target outside (0, 1], or one no threshold reaches.
     """
-    target = _TARGET("target_accuracy", target_accuracy)
+    target = TARGET_ACCURACY("target_accuracy", target_accuracy)
     accuracy = torch.as_tensor(curve["accuracy"])
     reached = torch.nonzero(accuracy >= target - 1e-12)
     if len(reached) == 0:
@@ -240,164 +240,3 @@ def pick_threshold(curve: dict[str, Any], target_accuracy: float) -> float:
             f"{100 * float(curve['rejection_rate'][best]):.1f}% of the samples)"
         )
     return float(curve["threshold"][int(reached[0])])
-
-
-class PrototypeExplanations:
-    """Explanations and the reject option, as methods of
-    [`PrototypeNetwork`][lvqmln_torch.core.network.PrototypeNetwork]. Results are tensors on the network's
-    device; labels are class indices (``classes_`` maps them to the original labels)."""
-
-    #: ``(P,)`` indices of the training samples the prototypes were last projected onto
-    #: (see [`project_prototypes`][lvqmln_torch.core.explain.PrototypeExplanations.project_prototypes]), ``None`` if they never were.
-    prototype_sources: Tensor | None = None
-
-    def explain(self, x: Any) -> dict[str, Tensor]:
-        """Why each sample gets its label, computed in chunks on the network's device.
-
-        Args:
-            x: ``(n, d)`` or ``(n, C, H, W)`` inputs.
-
-        Returns:
-            ``(n,)`` tensors: ``label`` (class index of the winner), ``prototype`` (index of
-            the nearest prototype), ``distance`` (its squared latent distance),
-            ``rival_prototype`` (the nearest prototype of any other class), ``rival_label``,
-            ``rival_distance`` and ``confidence`` (see [`relative_similarity`][lvqmln_torch.core.explain.relative_similarity]).
-
-        Raises:
-            NotFittedError: before the network is fitted.
-            ValueError: for inputs of the wrong shape, empty or non-finite.
-        """
-        x = checked_inputs(self, x)
-        parts = []
-        with _evaluating(self):
-            for start in range(0, len(x), CHUNK):
-                chunk = x[start : start + CHUNK].to(self.prototypes)
-                distances = self.distances(self.backbone(chunk))
-                parts.append(self.head.winner_rival(distances, self.prototype_labels))
-        winner, distance, rival, rival_distance = (torch.cat(p) for p in zip(*parts))
-        return {
-            "label": self.prototype_labels[winner],
-            "prototype": winner,
-            "distance": distance,
-            "rival_prototype": rival,
-            "rival_label": self.prototype_labels[rival],
-            "rival_distance": rival_distance,
-            "confidence": relative_similarity(distance, rival_distance),
-        }
-
-    def confidence(self, x: Any) -> Tensor:
-        """``(n,)`` relative-similarity certainty of each prediction, in [0, 1] (the
-        ``confidence`` of [`explain`][lvqmln_torch.core.explain.PrototypeExplanations.explain])."""
-        return self.explain(x)["confidence"]
-
-    def prototype_exemplars(self, x: Any, y: Any = None, k: int = 5) -> tuple[Tensor, Tensor]:
-        """The ``k`` samples of ``x`` nearest to each prototype in latent space: exact (ties
-        by sample index), in memory bounded by ``k`` and the number of prototypes, on the
-        network's device.
-
-        Args:
-            x: ``(n, d)`` or ``(n, C, H, W)`` inputs.
-            y: ``(n,)`` class indices: only samples of the prototype's own class count (a
-                prototype with fewer than ``k`` gets index ``-1`` and distance ``inf``).
-            k: exemplars per prototype, in ``[1, n]``.
-
-        Returns:
-            ``(indices (P, k), distances (P, k))``: row ``p`` lists the sample indices and
-            squared latent distances of prototype ``p``'s exemplars, ascending.
-
-        Raises:
-            NotFittedError: before the network is fitted.
-            ValueError: for a bad ``k``, bad labels or bad inputs.
-        """
-        x = checked_inputs(self, x)
-        k = check_k(k, len(x))
-        labels = None if y is None else checked_labels(self, y, len(x))
-        distances, indices = nearest_samples(self, x, k, labels)
-        return indices, distances
-
-    @torch.no_grad()
-    def project_prototypes(self, x: Any, y: Any) -> Tensor:
-        """Replace each prototype by the latent code of its nearest sample of the same class
-        in ``(x, y)`` (the "push" of ProtoPNet, Chen et al., NeurIPS 2019), so every
-        prototype is a real, showable example; sets `prototype_sources`.
-
-        Args:
-            x: ``(n, d)`` or ``(n, C, H, W)`` training inputs.
-            y: ``(n,)`` their class indices.
-
-        Returns:
-            ``(P,)`` indices of the chosen samples (CPU, int64).
-
-        Raises:
-            ValueError: when a prototype's class has no sample in ``y``, or for bad inputs.
-        """
-        x = checked_inputs(self, x)
-        labels = checked_labels(self, y, len(x))
-        _, indices = nearest_samples(self, x, 1, labels)
-        sources = indices[:, 0].cpu()
-        self.set_projection(x[sources], sources)
-        return sources
-
-    @torch.no_grad()
-    def set_projection(self, samples: Tensor, sources: Tensor) -> None:
-        """Set the prototypes to the latent codes of ``samples`` ``(P, …)`` (the training
-        samples at indices ``sources``) and record ``sources``.
-
-        Raises:
-            ValueError: when a source is ``-1`` (no sample of that prototype's class).
-        """
-        missing = torch.nonzero(sources < 0)[:, 0].tolist()
-        if missing:
-            classes = self.prototype_labels[missing].tolist()
-            raise ValueError(
-                f"cannot project prototypes {missing} (classes {classes}): the data have no "
-                "sample of their class"
-            )
-        with _evaluating(self):
-            latent = self.backbone(samples.to(self.prototypes))
-        self.prototypes.copy_(latent)
-        self.prototype_sources = sources.detach().cpu().long().clone()
-
-    def predict_with_reject(self, x: Any, threshold: float, reject_label: int = -1) -> Tensor:
-        """``(n,)`` class indices, with ``reject_label`` where the confidence is below
-        ``threshold``.
-
-        Args:
-            x: inputs as for [`explain`][lvqmln_torch.core.explain.PrototypeExplanations.explain].
-            threshold: in [0, 1); 0 rejects nothing.
-            reject_label: an integer that is not a class index.
-
-        Raises:
-            ValueError: for a threshold outside [0, 1) or a reject label that is a class.
-        """
-        threshold = check_threshold(threshold)
-        k = self.head.n_classes if self.head is not None else 0
-        reject_label = Integer(-(2**63), text=f"an integer outside [0, {k}) (not a class index)")(
-            "reject_label", reject_label
-        )
-        if 0 <= reject_label < k:
-            raise ValueError(
-                f"reject_label must be an integer outside [0, {k}) (not a class index), "
-                f"got {reject_label}"
-            )
-        info = self.explain(x)
-        return torch.where(info["confidence"] < threshold, reject_label, info["label"])
-
-    def accuracy_rejection_curve(self, x: Any, y: Any) -> dict[str, Tensor]:
-        """Accuracy on the accepted samples against the rejection rate over all thresholds
-        (see [`accuracy_rejection_curve`][lvqmln_torch.core.explain.accuracy_rejection_curve]); ``y`` holds ``(n,)`` class indices."""
-        x = checked_inputs(self, x)
-        y = checked_labels(self, y, len(x))
-        info = self.explain(x)
-        return accuracy_rejection_curve(info["confidence"], info["label"].cpu() == y)
-
-    def rejection_threshold(self, x: Any, y: Any, target_accuracy: float) -> float:
-        """The smallest threshold whose accuracy on the accepted samples of validation data
-        ``(x, y)`` reaches ``target_accuracy`` in (0, 1]: use it with
-        [`predict_with_reject`][lvqmln_torch.core.explain.PrototypeExplanations.predict_with_reject].
-
-        Raises:
-            ValueError: when no threshold reaches the target (the message gives the best).
-        """
-        _TARGET("target_accuracy", target_accuracy)
-        return pick_threshold(self.accuracy_rejection_curve(x, y), target_accuracy)

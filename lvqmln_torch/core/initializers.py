@@ -185,11 +185,14 @@ INITIALIZERS: dict[str, InitializerFn] = {
     "ones": ones,
     "fill_value": fill_value,
 }
+"""Initializer name → its function ``f(z, y, counts, generator)`` returning the
+prototypes, shape ``(sum(counts), latent_dim)``."""
 
-#: The initializers that draw on each class's samples (every class must occur in the data).
 SAMPLE_INITIALIZERS = frozenset(
     {"stratified_random", "class_mean", "class_conditional_mean", "stratified_noise"}
 )
+"""The initializers that draw on each class's samples (every class must occur in the
+data)."""
 
 
 def check_initializer(method: str | Callable, kwargs: Mapping[str, Any] | None = None) -> None:

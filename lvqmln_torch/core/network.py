@@ -13,122 +13,26 @@ import torch
 from sklearn.exceptions import NotFittedError
 from torch import Tensor, nn
 
-from .backbones import CNNBackbone, MLPBackbone
+from . import explanations
+from .backbones import CNNBackbone
 from .calibration import TemperatureScaling
-from .explain import CHUNK, PrototypeExplanations
+from .construction import build_parts, seeded_generator
+from .explain import CHUNK
 from .head import PrototypeHead
-from .initializers import initialize_prototypes, prototype_labels_for, resolve_prototypes_per_class
+from .initializers import initialize_prototypes
 from .validation import check_n_classes
 
-__all__ = [
-    "BACKBONES",
-    "DEFAULT_ACTIVATION",
-    "DEFAULT_BB_LR_FACTOR",
-    "PrototypeNetwork",
-    "backbone_lr",
-    "build_parts",
-]
-
-BACKBONES = ("mlp", "cnn")
-# activation=None means the backbone's default: upstream's for the MLP (the prosemble drop-in);
-# tanh for our CNN, whose bounded, zero-centred codes keep the prototypes apart
-# (benchmarks/cnn_diagnosis.py: relu and sigmoid stay at chance on digits images).
-DEFAULT_ACTIVATION = {"mlp": "sigmoid", "cnn": "tanh"}
-# bb_lr=None means lr times this factor. The CNN's backbone learns at 0.3 lr: with lr for
-# everything, Adam's first steps (each about lr in size) are larger than the spread of the
-# untrained latent codes and push every code away from every prototype alike (μ → 0, the
-# loss flat at 0, chance accuracy); benchmarks/cnn_diagnosis.py measures it.
-DEFAULT_BB_LR_FACTOR = {"mlp": 1.0, "cnn": 0.3, "custom": 1.0}
+__all__ = ["PrototypeNetwork"]
 
 
-def seeded_generator(seed: int, offset: int) -> torch.Generator:
-    """The generator of one seeded stream: ``offset`` 0 the backbone, 1 the prototypes."""
-    return torch.Generator().manual_seed(int(seed) + offset)
-
-
-def backbone_lr(config: Mapping[str, Any]) -> float:
-    """The backbone's learning rate: ``bb_lr``, or ``lr`` times the backbone's
-    [`DEFAULT_BB_LR_FACTOR`][lvqmln_torch.core.network.DEFAULT_BB_LR_FACTOR] when ``bb_lr`` is ``None``."""
-    if config.get("bb_lr") is not None:
-        return float(config["bb_lr"])
-    return float(config["lr"]) * DEFAULT_BB_LR_FACTOR.get(config["backbone"], 1.0)
-
-
-def build_parts(
-    config: Mapping[str, Any], custom_backbone: nn.Module | None = None
-) -> tuple[nn.Module, Tensor, Tensor, int, tuple[int, ...] | None, bool]:
-    """The parts of a network described by validated hyperparameters (see
-    [`LVQMLN`][lvqmln_torch.lightning.model.LVQMLN]): ``(backbone, prototypes (P, latent_dim), labels (P,),
-    n_classes, per-sample input shape or None, prototypes given)``. Without explicit initial
-    prototypes the prototypes are zeros, to be initialised from data.
-
-    Raises:
-        ValueError: when a size is missing or the class count and labels disagree.
-    """
-    kind = config["backbone"]
-    activation = config.get("activation") or DEFAULT_ACTIVATION.get(kind, "sigmoid")
-    generator = seeded_generator(config["seed"], 0)
-    if custom_backbone is not None:
-        backbone, input_shape = custom_backbone, None
-    elif kind == "mlp":
-        if config.get("in_features") is None:
-            raise ValueError("backbone='mlp' needs in_features (or a datamodule that has it)")
-        backbone = MLPBackbone(
-            config["in_features"],
-            config["hidden_sizes"],
-            config["latent_dim"],
-            activation,
-            config["latent_activation"],
-            generator=generator,
-        )
-        input_shape = (int(config["in_features"]),)
-    else:
-        if config.get("input_shape") is None:
-            raise ValueError("backbone='cnn' needs input_shape (C, H, W)")
-        backbone = CNNBackbone(
-            config["input_shape"],
-            config["channels"],
-            config["kernel_sizes"],
-            config["latent_dim"],
-            activation,
-            config["latent_activation"],
-            generator=generator,
-            head=config.get("cnn_head", "mean"),
-            standardize=config.get("standardize_input", False),
-        )
-        input_shape = tuple(int(s) for s in config["input_shape"])
-    n_classes = config.get("n_classes")
-    given = config.get("initial_prototypes") is not None
-    if given:
-        prototypes = torch.tensor(config["initial_prototypes"], dtype=torch.get_default_dtype())
-        labels = torch.tensor(config["initial_prototype_labels"], dtype=torch.long)
-        n_classes = n_classes if n_classes is not None else int(labels.max()) + 1
-        if int(labels.max()) >= n_classes:
-            raise ValueError(
-                f"initial_prototype_labels must be class indices in [0, {n_classes}), "
-                f"got max {int(labels.max())}"
-            )
-    else:
-        counts = resolve_prototypes_per_class(
-            config["n_prototypes_per_class"], n_classes, config.get("classes")
-        )
-        prototypes = torch.zeros(sum(counts), config["latent_dim"])
-        labels = prototype_labels_for(counts)
-    check_n_classes(n_classes, "n_classes")
-    classes = config.get("classes")
-    if classes is not None and len(classes) != n_classes:
-        raise ValueError(f"classes has {len(classes)} entries but n_classes={n_classes}")
-    return backbone, prototypes, labels, int(n_classes), input_shape, given
-
-
-class PrototypeNetwork(TemperatureScaling, PrototypeExplanations, nn.Module):
+class PrototypeNetwork(TemperatureScaling, nn.Module):
     """Backbone, prototypes in its latent space, their labels, and the prototype head.
 
     ``x (n, …) → backbone → z (n, latent_dim) → squared distances (n, P) to the prototypes →
     labels (n,) / probabilities (n, k)``. Built empty (``PrototypeNetwork()``) and filled by
-    [`install`][lvqmln_torch.core.network.PrototypeNetwork.install], or from its parts. The explanations, exemplars, projection and reject
-    option are [`PrototypeExplanations`][lvqmln_torch.core.explain.PrototypeExplanations]' methods;
-    the temperature fit and the conformal scores
+    [`install`][lvqmln_torch.core.network.PrototypeNetwork.install], or from its parts. The explanations, exemplars, projection and
+    reject option are the functions of [`lvqmln_torch.core.explanations`][lvqmln_torch.core.explanations],
+    also offered as methods; the temperature fit and the conformal scores are
     [`TemperatureScaling`][lvqmln_torch.core.calibration.TemperatureScaling]'s.
 
     Args:
@@ -141,6 +45,11 @@ class PrototypeNetwork(TemperatureScaling, PrototypeExplanations, nn.Module):
         prototypes_ready: whether the prototypes are trained or given, not placeholders
             still to be initialised from data.
     """
+
+    #: ``(P,)`` indices of the training samples the prototypes were last projected onto (see
+    #: [`project_prototypes`][lvqmln_torch.core.network.PrototypeNetwork.project_prototypes]),
+    #: ``None`` if they never were.
+    prototype_sources: Tensor | None = None
 
     def __init__(
         self,
@@ -166,7 +75,7 @@ class PrototypeNetwork(TemperatureScaling, PrototypeExplanations, nn.Module):
     def from_config(
         cls, config: Mapping[str, Any], custom_backbone: nn.Module | None = None
     ) -> PrototypeNetwork:
-        """A network built from validated hyperparameters (see [`build_parts`][lvqmln_torch.core.network.build_parts])."""
+        """A network built from validated hyperparameters (see [`build_parts`][lvqmln_torch.core.construction.build_parts])."""
         backbone, prototypes, labels, n_classes, input_shape, given = build_parts(
             config, custom_backbone
         )
@@ -368,3 +277,46 @@ class PrototypeNetwork(TemperatureScaling, PrototypeExplanations, nn.Module):
         return self.inference(
             x, lambda b: self.head.labels(self.distances(self.backbone(b)), self.prototype_labels)
         )
+
+    # ------------------------------------------------------------------ explanations
+    # Each is the function of the same name in lvqmln_torch.core.explanations (documented there).
+    def explain(self, x: Any) -> dict[str, Tensor]:
+        """Why each sample gets its label: ``(n,)`` tensors ``label``, ``prototype``,
+        ``distance``, ``rival_prototype``, ``rival_label``, ``rival_distance`` and
+        ``confidence`` (see [`explain`][lvqmln_torch.core.explanations.explain])."""
+        return explanations.explain(self, x)
+
+    def confidence(self, x: Any) -> Tensor:
+        """``(n,)`` relative-similarity certainty of each prediction, in [0, 1] (the
+        ``confidence`` of [`explain`][lvqmln_torch.core.network.PrototypeNetwork.explain])."""
+        return explanations.explain(self, x)["confidence"]
+
+    def prototype_exemplars(self, x: Any, y: Any = None, k: int = 5) -> tuple[Tensor, Tensor]:
+        """``(indices (P, k), distances (P, k))`` of the ``k`` samples of ``x`` nearest to each
+        prototype (see [`prototype_exemplars`][lvqmln_torch.core.explanations.prototype_exemplars])."""
+        return explanations.prototype_exemplars(self, x, y, k)
+
+    def project_prototypes(self, x: Any, y: Any) -> Tensor:
+        """Move each prototype onto its nearest sample of its class; ``(P,)`` sample indices
+        (see [`project_prototypes`][lvqmln_torch.core.explanations.project_prototypes])."""
+        return explanations.project_prototypes(self, x, y)
+
+    def set_projection(self, samples: Tensor, sources: Tensor) -> None:
+        """Set the prototypes to the latent codes of ``samples`` (see
+        [`set_projection`][lvqmln_torch.core.explanations.set_projection])."""
+        explanations.set_projection(self, samples, sources)
+
+    def predict_with_reject(self, x: Any, threshold: float, reject_label: int = -1) -> Tensor:
+        """``(n,)`` class indices, ``reject_label`` below the ``threshold`` confidence (see
+        [`predict_with_reject`][lvqmln_torch.core.explanations.predict_with_reject])."""
+        return explanations.predict_with_reject(self, x, threshold, reject_label)
+
+    def accuracy_rejection_curve(self, x: Any, y: Any) -> dict[str, Tensor]:
+        """Accuracy on the accepted samples against the rejection rate; ``y``: class indices
+        (see [`rejection_curve`][lvqmln_torch.core.explanations.rejection_curve])."""
+        return explanations.rejection_curve(self, x, y)
+
+    def rejection_threshold(self, x: Any, y: Any, target_accuracy: float) -> float:
+        """The smallest threshold reaching ``target_accuracy`` on ``(x, y)`` (see
+        [`rejection_threshold`][lvqmln_torch.core.explanations.rejection_threshold])."""
+        return explanations.rejection_threshold(self, x, y, target_accuracy)

@@ -38,7 +38,10 @@ __all__ = [
 ]
 
 FREEZABLE = ("backbone", "prototypes")
+"""The parts whose training can be frozen (the entries of ``freeze``)."""
 LOOKAHEAD_DEFAULTS = {"sync_period": 6, "slow_step_size": 0.5}
+"""Lookahead's settings when not given (upstream's): every ``sync_period`` steps the slow
+weights move ``slow_step_size`` of the way to the fast ones."""
 
 
 def plain(value: Any, name: str | None = None, strict: bool = False) -> Any:

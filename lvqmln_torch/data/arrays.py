@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..core.validation import Boolean, Integer, check_n_classes, check_sample_weight, validate
-from .batches import InMemoryBatches, MappedBatches
+from .batches import BatchPlan, InMemoryBatches, MappedBatches
 from .labels import class_weights, encode_labels
 from .mapped import MappedRows, is_memory_mapped, is_path, open_npy, scan
 
@@ -365,7 +365,7 @@ class ArrayData:
         world_size: int = 1,
     ) -> InMemoryBatches | MappedBatches:
         """Batches of the ``train``, ``val``, ``test`` or ``predict`` data (see
-        [`IndexBatches`][lvqmln_torch.data.batches.IndexBatches] for the arguments); read from the file at
+        [`BatchPlan`][lvqmln_torch.data.batches.BatchPlan] for the arguments); read from the file at
         every step for memory-mapped inputs.
 
         Raises:
@@ -374,12 +374,10 @@ class ArrayData:
         tensors = self._tensors.get(name)
         if tensors is None:
             raise ValueError(f"this {type(self).__name__} has no {name} data")
-        plan = dict(shuffle=shuffle, seed=self.seed, epoch_fn=epoch_fn, rank=rank)
+        plan = BatchPlan(self.batch_size, shuffle, self.seed, epoch_fn, rank, world_size)
         if isinstance(tensors[0], MappedRows):
-            return MappedBatches(
-                tensors[0], tensors[1:], self._read, self.batch_size, **plan, world_size=world_size
-            )
-        return InMemoryBatches(tensors, self.batch_size, **plan, world_size=world_size)
+            return MappedBatches(tensors[0], tensors[1:], self._read, plan)
+        return InMemoryBatches(tensors, plan)
 
     def has(self, name: str) -> bool:
         """Whether there are ``train``, ``val``, ``test`` or ``predict`` data."""

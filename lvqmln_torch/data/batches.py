@@ -9,6 +9,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,7 +17,28 @@ from torch import Tensor
 
 from .mapped import MappedRows
 
-__all__ = ["IndexBatches", "InMemoryBatches", "MappedBatches"]
+__all__ = ["BatchPlan", "IndexBatches", "InMemoryBatches", "MappedBatches"]
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How an epoch's samples are cut into batches and shared between the DDP ranks.
+
+    Args:
+        batch_size: global batch size, ``None`` for the full data set per step.
+        shuffle: reshuffle every epoch.
+        seed: base seed of the shuffling.
+        epoch_fn: returns the current epoch (the trainer's), so shuffles survive a resume.
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    batch_size: int | None = None
+    shuffle: bool = False
+    seed: int = 0
+    epoch_fn: Callable[[], int] | None = None
+    rank: int = 0
+    world_size: int = 1
 
 
 class IndexBatches(ABC):
@@ -28,31 +50,19 @@ class IndexBatches(ABC):
 
     Args:
         n: number of samples.
-        batch_size: global batch size, ``None`` for the full data set per step.
-        shuffle: reshuffle every epoch.
-        seed: base seed of the shuffling.
-        epoch_fn: returns the current epoch (the trainer's), so shuffles survive a resume.
-        rank: this process's rank.
-        world_size: number of processes.
+        plan: the batch size, shuffling and sharding ([`BatchPlan`][lvqmln_torch.data.batches.BatchPlan]).
     """
 
-    def __init__(
-        self,
-        n: int,
-        batch_size: int | None = None,
-        shuffle: bool = False,
-        seed: int = 0,
-        epoch_fn: Callable[[], int] | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
+    def __init__(self, n: int, plan: BatchPlan | None = None) -> None:
+        plan = plan or BatchPlan()
         self.n = n
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.epoch_fn = epoch_fn
-        self.rank = rank
-        self.world_size = world_size
+        self.plan = plan
+        self.batch_size = plan.batch_size
+        self.shuffle = plan.shuffle
+        self.seed = plan.seed
+        self.epoch_fn = plan.epoch_fn
+        self.rank = plan.rank
+        self.world_size = plan.world_size
         self._epochs_seen = 0
 
     def __len__(self) -> int:
@@ -97,28 +107,12 @@ class InMemoryBatches(IndexBatches):
 
     Args:
         tensors: equally long tensors (inputs, labels, optional weights).
-        batch_size: global batch size, ``None`` for the full data set per step.
-        shuffle: reshuffle every epoch.
-        seed: base seed of the shuffling.
-        epoch_fn: returns the current epoch (the trainer's), so shuffles survive a resume.
-        rank: this process's rank.
-        world_size: number of processes.
+        plan: the batch size, shuffling and sharding ([`BatchPlan`][lvqmln_torch.data.batches.BatchPlan]).
     """
 
-    def __init__(
-        self,
-        tensors: Sequence[Tensor],
-        batch_size: int | None = None,
-        shuffle: bool = False,
-        seed: int = 0,
-        epoch_fn: Callable[[], int] | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
+    def __init__(self, tensors: Sequence[Tensor], plan: BatchPlan | None = None) -> None:
         self.tensors = tuple(tensors)
-        super().__init__(
-            len(self.tensors[0]), batch_size, shuffle, seed, epoch_fn, rank, world_size
-        )
+        super().__init__(len(self.tensors[0]), plan)
 
     def take(self, index: Tensor) -> tuple[Tensor, ...]:
         # index_select: the same rows as t[index], gathered about 1.5x faster on CPU.
@@ -147,12 +141,8 @@ class MappedBatches(IndexBatches):
         tensors: ``(n,)`` labels and optional ``(n,)`` weights, CPU tensors.
         read: turns the ``(b, ...)`` array of rows read into the batch's input tensor
             (standardisation and dtype).
-        batch_size: global batch size (a positive integer).
-        shuffle: reshuffle every epoch.
-        seed: base seed of the shuffling.
-        epoch_fn: returns the current epoch (the trainer's), so shuffles survive a resume.
-        rank: this process's rank.
-        world_size: number of processes.
+        plan: the batch size (a positive integer), shuffling and sharding
+            ([`BatchPlan`][lvqmln_torch.data.batches.BatchPlan]).
     """
 
     def __init__(
@@ -160,17 +150,12 @@ class MappedBatches(IndexBatches):
         rows: MappedRows,
         tensors: Sequence[Tensor],
         read: Callable[[np.ndarray], Tensor],
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        epoch_fn: Callable[[], int] | None = None,
-        rank: int = 0,
-        world_size: int = 1,
+        plan: BatchPlan,
     ) -> None:
         self.rows = rows
         self.tensors = tuple(tensors)
         self.read = read
-        super().__init__(len(rows), batch_size, shuffle, seed, epoch_fn, rank, world_size)
+        super().__init__(len(rows), plan)
 
     def take(self, index: Tensor) -> tuple[Tensor, ...]:
         index = index.sort().values

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn import datasets as sk_datasets
 
-from .datamodule import ArrayDataModule
+from .datamodule import SourceDataModule
 
 __all__ = ["BUILTIN_DATASETS", "BuiltinDataModule", "load_builtin"]
 
@@ -18,6 +18,7 @@ BUILTIN_DATASETS: dict[str, Callable[..., Any]] = {
     "breast_cancer": sk_datasets.load_breast_cancer,
     "digits": sk_datasets.load_digits,
 }
+"""Built-in data set name → its scikit-learn loader."""
 
 
 def load_builtin(name: str, as_images: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -42,43 +43,19 @@ def load_builtin(name: str, as_images: bool = False) -> tuple[np.ndarray, np.nda
     return X, y
 
 
-class BuiltinDataModule(ArrayDataModule):
+class BuiltinDataModule(SourceDataModule):
     """An [`ArrayDataModule`][lvqmln_torch.data.datamodule.ArrayDataModule] over a built-in data set.
 
     Args:
         name: ``iris``, ``wine``, ``breast_cancer`` or ``digits``.
         as_images: digits as ``(n, 1, 8, 8)`` images (for the CNN backbone).
-        val_size: held-out validation fraction or count (stratified).
-        test_size: held-out test fraction or count (stratified).
-        batch_size: mini-batch size, ``None`` for full batch.
-        shuffle: reshuffle the training batches every epoch.
-        seed: seed of the splits and the shuffling.
-        standardize: z-score with training-split statistics.
-        on_device: keep the data on the training device.
+        **kwargs: the split and batching arguments of
+            [`SourceDataModule`][lvqmln_torch.data.datamodule.SourceDataModule] (``val_size``,
+            ``test_size``, ``batch_size``, ``shuffle``, ``seed``, ``standardize``,
+            ``on_device``).
     """
 
-    def __init__(
-        self,
-        name: str = "iris",
-        as_images: bool = False,
-        val_size: float | int | None = None,
-        test_size: float | int | None = 0.2,
-        batch_size: int | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-        standardize: bool = True,
-        on_device: bool = True,
-    ) -> None:
+    def __init__(self, name: str = "iris", as_images: bool = False, **kwargs: Any) -> None:
         X, y = load_builtin(name, as_images)
-        super().__init__(
-            X,
-            y,
-            val_size=val_size,
-            test_size=test_size,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            standardize=standardize,
-            on_device=on_device,
-        )
+        super().__init__(X, y, X_predict=None, **kwargs)
         self.name = name

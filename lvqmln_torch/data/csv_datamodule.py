@@ -19,7 +19,7 @@ from typing_extensions import override
 
 from ..core.files import atomic_write
 from .csv_read import read_csv_table
-from .datamodule import ArrayDataModule
+from .datamodule import SourceDataModule
 
 __all__ = [
     "CsvDataModule",
@@ -28,23 +28,20 @@ __all__ = [
 ]
 
 
-class CsvDataModule(ArrayDataModule):
+class CsvDataModule(SourceDataModule):
     """An [`ArrayDataModule`][lvqmln_torch.data.datamodule.ArrayDataModule] over a CSV file with a header row.
 
     Args:
         path: the training CSV file.
         target: name of the label column (labels may be integers or strings).
         features: names of the feature columns; ``None`` uses every other column.
-        val_size: held-out validation fraction or count (stratified).
-        test_size: held-out test fraction or count (stratified); ``None`` trains on every row.
-        batch_size: mini-batch size, ``None`` for full batch.
-        shuffle: reshuffle the training batches every epoch.
-        seed: seed of the splits and the shuffling.
-        standardize: z-score the features with training-split statistics.
-        on_device: keep the data on the training device.
         predict_path: a CSV file with the same feature columns (the target column may be
             absent) to predict on; default: the test split, else the whole file.
         delimiter: field separator.
+        **kwargs: the split and batching arguments of
+            [`SourceDataModule`][lvqmln_torch.data.datamodule.SourceDataModule] (``val_size``,
+            ``test_size``, ``batch_size``, ``shuffle``, ``seed``, ``standardize``,
+            ``on_device``).
 
     Raises:
         FileNotFoundError: if ``path`` or ``predict_path`` does not exist.
@@ -57,15 +54,9 @@ class CsvDataModule(ArrayDataModule):
         path: str,
         target: str = "label",
         features: list[str] | None = None,
-        val_size: float | int | None = None,
-        test_size: float | int | None = 0.2,
-        batch_size: int | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-        standardize: bool = True,
-        on_device: bool = True,
         predict_path: str | None = None,
         delimiter: str = ",",
+        **kwargs: Any,
     ) -> None:
         X, y, names = read_csv_table(path, target, features, delimiter)
         X_predict = None
@@ -73,18 +64,7 @@ class CsvDataModule(ArrayDataModule):
             X_predict, _, _ = read_csv_table(
                 predict_path, target, names, delimiter, require_target=False
             )
-        super().__init__(
-            X,
-            y,
-            val_size=val_size,
-            test_size=test_size,
-            X_predict=X_predict,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            standardize=standardize,
-            on_device=on_device,
-        )
+        super().__init__(X, y, X_predict=X_predict, **kwargs)
         self.path = str(path)
         self.target = target
         self.feature_names_ = names

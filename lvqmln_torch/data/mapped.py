@@ -17,6 +17,8 @@ __all__ = ["CHUNK_BYTES", "MappedRows", "is_memory_mapped", "is_path", "open_npy
 
 # The rows read at once by a chunked pass: about 32 MB of input (64 MB as float64).
 CHUNK_BYTES = 32 * 2**20
+"""The bytes of input a chunked pass reads at once (rows per chunk = this / bytes per
+row)."""
 
 
 def is_path(x: Any) -> bool:

@@ -20,7 +20,6 @@ from ..core.backbones import CNNBackbone, MLPBackbone
 __all__ = [
     "backbone_from_jax",
     "backbone_to_jax",
-    "images_nchw_to_nhwc",
     "images_nhwc_to_nchw",
 ]
 
@@ -121,12 +120,6 @@ def backbone_from_jax(backbone: MLPBackbone | CNNBackbone, params: Any) -> None:
     with torch.no_grad():
         for param, value in updates:
             param.copy_(value)
-
-
-def images_nchw_to_nhwc(images: np.ndarray | Tensor) -> np.ndarray:
-    """``(n, C, H, W)`` → ``(n, H, W, C)`` as numpy."""
-    array = _np(images) if isinstance(images, Tensor) else np.asarray(images)
-    return np.ascontiguousarray(array.transpose(0, 2, 3, 1))
 
 
 def images_nhwc_to_nchw(images: np.ndarray | Tensor) -> np.ndarray:

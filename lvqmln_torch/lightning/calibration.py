@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 from ..core.calibration import DEFAULT_BOUNDS, fit_temperature, nonconformity
 from .user_data import unpack
 
-__all__ = ["ECE_BINS", "LoaderCalibration", "calibration_error_metric", "class_distances_of"]
+__all__ = ["ECE_BINS", "ModuleCalibration", "calibration_error_metric", "class_distances_of"]
 
 # 15 equal-width bins: the usual ECE (Guo et al. 2017), as in benchmarks/calibration.py.
 ECE_BINS = 15
@@ -61,10 +61,25 @@ def class_distances_of(model: Any, loader: Iterable[Any]) -> tuple[Tensor, Tenso
     return torch.cat(pooled), torch.cat(labels)
 
 
-class LoaderCalibration:
+class ModuleCalibration:
     """Mixin of [`LVQMLN`][lvqmln_torch.lightning.model.LVQMLN]: the core's
     [`calibrate`][lvqmln_torch.core.calibration.TemperatureScaling.calibrate] also taking a
-    DataLoader, and the conformal scores of a loader."""
+    DataLoader, the conformal scores of a loader, and the ``val_ece`` metric."""
+
+    def install(self, *args: Any, **kwargs: Any) -> None:
+        """The network's ``install``, plus the ``val_ece`` metric for its class count."""
+        super().install(*args, **kwargs)
+        self.val_ece = calibration_error_metric(self.head.n_classes)
+
+    def track_calibration(self, stats: Any, distances: Tensor, y: Tensor) -> None:
+        """In a validation step: add the batch's probabilities (at the current temperature)
+        to ``val_ece``, and hand it to ``self.log`` on the epoch's first batch (as the loss
+        and accuracy: Lightning computes and resets it at the epoch's end)."""
+        if stats is not self.val_stats:
+            return
+        self.val_ece.update(self.head.probabilities(distances.detach(), self.prototype_labels), y)
+        if stats.update_count == 1:
+            self.log("val_ece", self.val_ece, on_step=False, on_epoch=True)
 
     def calibrate(
         self,

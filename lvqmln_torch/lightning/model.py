@@ -16,27 +16,28 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from ..core import functional as F
-from ..core.initializers import SAMPLE_INITIALIZERS
-from ..core.network import PrototypeNetwork, backbone_lr, build_parts
+from ..core.construction import backbone_lr, build_parts
+from ..core.network import PrototypeNetwork
 from ..core.validation import needs_minibatches_error
 from ..training.config import INIT_SAMPLE_SIZE, module_config, upgrade_checkpoint
-from ..training.optimizers import OPTIMIZERS, build_optimizer, parameter_groups
-from ..training.rules import nonfinite_loss_error
+from ..training.optimizers import build_optimizer, parameter_groups
+from ..training.rules import LookaheadRule, nonfinite_loss_error, shadow_rules
 from ..training.schedules import ScheduleLR
-from .calibration import LoaderCalibration, calibration_error_metric
+from .calibration import ModuleCalibration
 from .metrics import EpochStats
 from .user_data import (
-    DatamoduleHparamsLogging,
-    check_init_sample,
+    DeferredHparams,
     first_samples,
+    initialize_from_sample,
     read_sizes,
+    sizes_known,
     unpack,
 )
 
 __all__ = ["LVQMLN", "nonfinite_loss_error"]
 
 
-class LVQMLN(LoaderCalibration, PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
+class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
     """LVQ Multi-Layer Network.
 
     ``x → backbone → z (n, latent_dim)``; prototypes ``W (P, latent_dim)`` with labels
@@ -80,13 +81,14 @@ class LVQMLN(LoaderCalibration, PrototypeNetwork, DatamoduleHparamsLogging, Ligh
         lr: learning rate (of the prototypes, and of the backbone unless ``bb_lr``).
         bb_lr: backbone learning rate: a second parameter group of the same optimizer;
             ``None``: ``lr`` for the MLP (as upstream), ``0.3 · lr`` for the CNN (see
-            [`DEFAULT_BB_LR_FACTOR`][lvqmln_torch.core.network.DEFAULT_BB_LR_FACTOR]).
+            [`DEFAULT_BB_LR_FACTOR`][lvqmln_torch.core.construction.DEFAULT_BB_LR_FACTOR]).
         lr_scheduler: one of the nine upstream schedules, stepped per optimizer step.
         lr_scheduler_kwargs: the schedule's keyword arguments (upstream names).
         freeze: ``["backbone"]`` and/or ``["prototypes"]``: kept bit-identical.
         ema_decay: keep an exponential moving average of the weights (see
             [`ExponentialMovingAverage`][lvqmln_torch.lightning.callbacks.ExponentialMovingAverage]).
-        lookahead: ``{"sync_period": 6, "slow_step_size": 0.5}`` (see
+        lookahead: ``{"sync_period": …, "slow_step_size": …}``, missing keys from
+            [`LOOKAHEAD_DEFAULTS`][lvqmln_torch.core.validation.LOOKAHEAD_DEFAULTS] (see
             [`Lookahead`][lvqmln_torch.lightning.callbacks.Lookahead]).
         seed: seeds the backbone and prototype initialisation (identical on every rank).
         init_sample_size: at most this many training samples initialise the prototypes
@@ -153,18 +155,10 @@ class LVQMLN(LoaderCalibration, PrototypeNetwork, DatamoduleHparamsLogging, Ligh
         # The optimizer step the epoch started at: with the train stats' count of steps before
         # the loss turned non-finite, it locates a non-finite loss without a host sync per step.
         self._epoch_start_step = 0
-        if self._sizes_known():
+        if sizes_known(self.hparams, self._custom_backbone is not None):
             self._build()
 
     # ------------------------------------------------------------------ construction
-    def _sizes_known(self) -> bool:
-        hp = self.hparams
-        if hp.n_classes is None and hp.initial_prototype_labels is None:
-            return False
-        if self._custom_backbone is not None:
-            return True
-        return hp.in_features is not None if hp.backbone == "mlp" else hp.input_shape is not None
-
     def _build(self) -> None:
         """Create backbone, prototype parameter and label buffer from the hyperparameters."""
         hp = self.hparams
@@ -173,7 +167,6 @@ class LVQMLN(LoaderCalibration, PrototypeNetwork, DatamoduleHparamsLogging, Ligh
         )
         hp.n_classes = n_classes
         self.install(backbone, prototypes, labels, n_classes, input_shape)
-        self.val_ece = calibration_error_metric(n_classes)  # logged as val_ece
         self._prototypes_ready = given
         self.freeze_parts(hp.freeze)
 
@@ -207,7 +200,7 @@ class LVQMLN(LoaderCalibration, PrototypeNetwork, DatamoduleHparamsLogging, Ligh
                     "the datamodule an n_classes attribute; it is not read from batches, "
                     "which need not show every class"
                 )
-            if not self._sizes_known():
+            if not sizes_known(self.hparams, self._custom_backbone is not None):
                 raise ValueError(
                     "LVQMLN cannot infer its input size: pass in_features (MLP) or input_shape "
                     "(CNN), or fit with a datamodule (its n_features / input_shape, else its "
@@ -225,11 +218,13 @@ class LVQMLN(LoaderCalibration, PrototypeNetwork, DatamoduleHparamsLogging, Ligh
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         self.prepare(datamodule, initialize=stage == "fit" and self.trainer.ckpt_path is None)
-        self._defer_clashing_hparams(datamodule)
+        # Made here, not in __init__: modules pickled by 0.1 have no such attribute.
+        self._deferred_hparams = DeferredHparams()
+        self._deferred_hparams.defer(self, datamodule)
 
     @override
     def on_train_start(self) -> None:
-        self._log_pending_hparams()
+        self._deferred_hparams.log(self)
         if not self._prototypes_ready:
             self._initialize_from_data(
                 lambda: first_samples(self.trainer.train_dataloader, self.hparams.init_sample_size),
@@ -240,16 +235,16 @@ class LVQMLN(LoaderCalibration, PrototypeNetwork, DatamoduleHparamsLogging, Ligh
 
     @override
     def on_validation_start(self) -> None:
-        self._log_pending_hparams()  # trainer.validate: no train start
+        self._deferred_hparams.log(self)  # trainer.validate: no train start
 
     @override
     def on_test_start(self) -> None:
-        self._log_pending_hparams()
+        self._deferred_hparams.log(self)
         self.check_fitted()  # an untrained model would be scored on zero prototypes
 
     @override
     def on_predict_start(self) -> None:
-        self._log_pending_hparams()
+        self._deferred_hparams.log(self)
         self.check_fitted()
 
     @override
@@ -277,22 +272,18 @@ class LVQMLN(LoaderCalibration, PrototypeNetwork, DatamoduleHparamsLogging, Ligh
         from .callbacks import ExponentialMovingAverage, Lookahead, StallDetection
 
         callbacks: list[Callback] = [StallDetection()]
-        if self.hparams.lookahead is not None:
-            callbacks.append(Lookahead(**self.hparams.lookahead))
-        if self.hparams.ema_decay is not None:
-            callbacks.append(ExponentialMovingAverage(self.hparams.ema_decay))
+        # One callback per shadow rule, in the order shadow_rules decides.
+        for rule in shadow_rules(self.hparams.ema_decay, self.hparams.lookahead):
+            if isinstance(rule, LookaheadRule):
+                callbacks.append(Lookahead(rule.sync_period, rule.slow_step_size))
+            else:
+                callbacks.append(ExponentialMovingAverage(rule.decay))
         return callbacks
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups (see [`parameter_groups`][lvqmln_torch.training.optimizers.parameter_groups])."""
         hp = self.hparams
         return parameter_groups(self.prototypes, self.backbone, hp.lr, backbone_lr(hp), hp.freeze)
-
-    @property
-    def elementwise_optimizer(self) -> bool:
-        """Whether the optimizer is one of the built-in [`OPTIMIZERS`][lvqmln_torch.training.optimizers.OPTIMIZERS],
-        which update every parameter element by element (so grouping does not matter)."""
-        return self._optimizer_cls in OPTIMIZERS.values()
 
     def build_optimizer(
         self, groups: list[dict[str, Any]], total_steps: Callable[[], int]
@@ -316,34 +307,7 @@ class LVQMLN(LoaderCalibration, PrototypeNetwork, DatamoduleHparamsLogging, Ligh
     def _initialize_from_data(
         self, read_sample: Callable[[], tuple[Tensor, Tensor]], source: str
     ) -> None:
-        """Initialise the prototypes (and a CNN's input statistics) from the untrained
-        backbone's latent codes of the samples that ``read_sample`` returns (``source`` names
-        them in errors); seeded. Under DDP rank 0 alone reads and initialises, then
-        broadcasts, so every rank starts identical.
-
-        Raises:
-            ValueError: when a class the initializer needs samples of is not in the sample.
-        """
-        hp = self.hparams
-        distributed = self._trainer is not None and self.trainer.world_size > 1
-        if distributed and self.trainer.global_rank != 0:
-            prototypes, labels = self.prototypes.detach(), self.prototype_labels
-        else:
-            x, y = read_sample()
-            if self._initializer in SAMPLE_INITIALIZERS:
-                check_init_sample(y, self.classes_, hp.init_sample_size, source)
-            prototypes, labels = self.initialize_from(
-                x, y, self._initializer, hp.prototypes_initializer_kwargs, hp.seed
-            )
-        if distributed:
-            # The CNN's input statistics too: rank 0 measured them on its sample.
-            statistics = self.input_statistics()
-            prototypes, labels, *values = self.trainer.strategy.broadcast(
-                [prototypes, labels, *(s.clone() for s in statistics)], src=0
-            )
-            for buffer, value in zip(statistics, values):
-                buffer.copy_(value)
-        self.set_prototypes(prototypes, labels)
+        initialize_from_sample(self, self._initializer, read_sample, source)
 
     # ------------------------------------------------------------------ steps
     def _step(self, batch: Any, stats: EpochStats) -> Tensor:
@@ -370,10 +334,7 @@ class LVQMLN(LoaderCalibration, PrototypeNetwork, DatamoduleHparamsLogging, Ligh
         winners = self.prototype_labels.index_select(0, distances.argmin(dim=1))  # no grad
         n = y.shape[0]
         stats.add(loss.detach(), w.detach().sum() if w is not None else n, (winners == y).sum(), n)
-        if stats is self.val_stats:
-            self.val_ece.update(
-                self.head.probabilities(distances.detach(), self.prototype_labels), y
-            )
+        self.track_calibration(stats, distances, y)  # val_ece
         return loss
 
     @override
@@ -417,8 +378,6 @@ class LVQMLN(LoaderCalibration, PrototypeNetwork, DatamoduleHparamsLogging, Ligh
             self.log(
                 f"{stage}_acc", stats.accuracy, on_step=False, on_epoch=True, prog_bar=prog_bar
             )
-            if stage == "val":
-                self.log("val_ece", self.val_ece, on_step=False, on_epoch=True)
 
     @override
     def predict_step(

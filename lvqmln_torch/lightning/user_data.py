@@ -1,25 +1,29 @@
 """What the LightningModule reads from a user's data without knowing its type: the parts of a
-batch, the sizes, a bounded sample for the prototype initialisation, and how the
+batch, the sizes, a bounded sample for the prototype initialisation (and the initialisation
+from it), and how the
 datamodule's hyperparameters are logged beside the module's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.initializers import SAMPLE_INITIALIZERS
 from ..core.validation import plain
 
 __all__ = [
-    "DatamoduleHparamsLogging",
+    "DeferredHparams",
     "check_init_sample",
     "first_samples",
+    "initialize_from_sample",
     "merged_hparams",
     "read_sizes",
     "sample_shape_of",
+    "sizes_known",
     "unpack",
 ]
 
@@ -136,6 +140,18 @@ def read_sizes(hparams: Any, datamodule: Any, custom_backbone: bool) -> None:
     hparams[wanted] = shape[0] if backbone == "mlp" else list(shape)
 
 
+def sizes_known(hparams: Any, custom_backbone: bool) -> bool:
+    """Whether the module's hyperparameters give every size its network needs: the class
+    count (or initial prototype labels) and, without a custom backbone, ``in_features`` (MLP)
+    or ``input_shape`` (CNN)."""
+    if hparams["n_classes"] is None and hparams["initial_prototype_labels"] is None:
+        return False
+    if custom_backbone:
+        return True
+    wanted = "in_features" if hparams["backbone"] == "mlp" else "input_shape"
+    return hparams[wanted] is not None
+
+
 def merged_hparams(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict[str, Any] | None:
     """The module's hyperparameters to log when they clash with the datamodule's.
 
@@ -188,23 +204,70 @@ def check_init_sample(y: Tensor, classes: np.ndarray, bound: int, source: str) -
         )
 
 
-class DatamoduleHparamsLogging:
-    """LightningModule mixin: a datamodule whose hyperparameters clash with the module's (a
-    user's datamodule with its own ``seed``) no longer stops the run. Lightning refuses to log
-    such a pair; then it logs the datamodule's alone and the module logs
-    [`merged_hparams`][lvqmln_torch.lightning.user_data.merged_hparams] itself when its loop starts. Call `_defer_clashing_hparams`
-    in ``setup`` and `_log_pending_hparams` in the ``on_*_start`` hooks."""
+def initialize_from_sample(
+    module: Any,
+    initializer: str | Callable,
+    read_sample: Callable[[], tuple[Tensor, Tensor]],
+    source: str,
+) -> None:
+    """Initialise an [`LVQMLN`][lvqmln_torch.lightning.model.LVQMLN]'s prototypes (and a CNN's
+    input statistics) from the untrained backbone's latent codes of the samples that
+    ``read_sample`` returns (``source`` names them in errors); seeded. Under DDP rank 0 alone
+    reads and initialises, then broadcasts, so every rank starts identical.
 
-    _pending_hparams: dict[str, Any] | None = None
+    Args:
+        module: the module, built.
+        initializer: its prototype initializer (a name or a callable).
+        read_sample: returns ``(x (n, ...), y (n,))``, class indices.
+        source: where the sample comes from, for the messages.
 
-    def _defer_clashing_hparams(self, datamodule: Any) -> None:
-        self._pending_hparams = None
-        if self.trainer.loggers and getattr(datamodule, "_log_hyperparams", False):
-            self._pending_hparams = merged_hparams(self.hparams_initial, datamodule.hparams_initial)
-        self._log_hyperparams = self._pending_hparams is None
+    Raises:
+        ValueError: when a class the initializer needs samples of is not in the sample.
+    """
+    hp = module.hparams
+    distributed = module._trainer is not None and module.trainer.world_size > 1
+    if distributed and module.trainer.global_rank != 0:
+        prototypes, labels = module.prototypes.detach(), module.prototype_labels
+    else:
+        x, y = read_sample()
+        if initializer in SAMPLE_INITIALIZERS:
+            check_init_sample(y, module.classes_, hp.init_sample_size, source)
+        prototypes, labels = module.initialize_from(
+            x, y, initializer, hp.prototypes_initializer_kwargs, hp.seed
+        )
+    if distributed:
+        # The CNN's input statistics too: rank 0 measured them on its sample.
+        statistics = module.input_statistics()
+        prototypes, labels, *values = module.trainer.strategy.broadcast(
+            [prototypes, labels, *(s.clone() for s in statistics)], src=0
+        )
+        for buffer, value in zip(statistics, values):
+            buffer.copy_(value)
+    module.set_prototypes(prototypes, labels)
 
-    def _log_pending_hparams(self) -> None:
-        if self._pending_hparams is not None:
-            for logger in self.trainer.loggers:
-                logger.log_hyperparams(self._pending_hparams)
-            self._log_hyperparams, self._pending_hparams = True, None
+
+class DeferredHparams:
+    """Logs a module's hyperparameters beside a datamodule's that clash with them (a user's
+    datamodule with its own ``seed``), which would otherwise stop the run. Lightning refuses to
+    log such a pair; then it logs the datamodule's alone and this logs
+    [`merged_hparams`][lvqmln_torch.lightning.user_data.merged_hparams] when the module's loop
+    starts. The module calls [`defer`][lvqmln_torch.lightning.user_data.DeferredHparams.defer] in
+    ``setup`` and [`log`][lvqmln_torch.lightning.user_data.DeferredHparams.log] in its
+    ``on_*_start`` hooks."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Any] | None = None
+
+    def defer(self, module: Any, datamodule: Any) -> None:
+        """Decide, in ``setup``, whether ``module`` logs its hyperparameters itself."""
+        self.pending = None
+        if module.trainer.loggers and getattr(datamodule, "_log_hyperparams", False):
+            self.pending = merged_hparams(module.hparams_initial, datamodule.hparams_initial)
+        module._log_hyperparams = self.pending is None
+
+    def log(self, module: Any) -> None:
+        """Log the deferred hyperparameters, once."""
+        if self.pending is not None:
+            for logger in module.trainer.loggers:
+                logger.log_hyperparams(self.pending)
+            module._log_hyperparams, self.pending = True, None

@@ -24,7 +24,7 @@ from .engines import select_engine
 from .explanations import ExplanationsMixin
 from .numpy_engine import fit_estimator_numpy
 from .output import quiet
-from .params import check_params, module_arguments, resolve_precision
+from .params import check_input_rank, check_params, module_arguments, resolve_precision
 from .persistence import load_estimator, save_estimator, set_fitted
 
 __all__ = ["LVQMLNClassifier", "from_prosemble"]
@@ -68,7 +68,8 @@ class LVQMLNClassifier(
         gradient_accumulation_steps: optimizer step every this many mini-batches.
         ema_decay: exponential moving average of the weights, in (0, 1).
         freeze_params: ``["backbone"]`` and/or ``["prototypes"]`` (kept bit-identical).
-        lookahead: ``{"sync_period": 6, "slow_step_size": 0.5}`` (or a subset of the keys).
+        lookahead: ``{"sync_period": …, "slow_step_size": …}`` or a subset of the keys (the
+            others from [`LOOKAHEAD_DEFAULTS`][lvqmln_torch.core.validation.LOOKAHEAD_DEFAULTS]).
         mixed_precision: ``"bfloat16"`` or ``"float16"`` (Lightning ``bf16-mixed`` /
             ``16-mixed``).
         backbone: ``"mlp"`` (inputs ``(n, d)``) or ``"cnn"`` (images ``(n, C, H, W)``).
@@ -102,9 +103,8 @@ class LVQMLNClassifier(
     Explanations (`explain`, `confidence`, `prototype_exemplars`) and the
     reject option (`predict_with_reject`, `accuracy_rejection_curve`,
     `rejection_threshold`) come from
-    [`ExplanationsMixin`][lvqmln_torch.sklearn.explanations.ExplanationsMixin]; temperature
-    scaling (`calibrate`, `temperature_`) and conformal scores (`nonconformity`) from
-    [`CalibrationMixin`][lvqmln_torch.sklearn.calibration.CalibrationMixin].
+    [`ExplanationsMixin`][lvqmln_torch.sklearn.explanations.ExplanationsMixin]; `calibrate`,
+    `temperature_`, `nonconformity` from [`CalibrationMixin`][lvqmln_torch.sklearn.calibration.CalibrationMixin].
     """
 
     def __init__(
@@ -192,15 +192,7 @@ class LVQMLNClassifier(
         self, X: Any, y: Any, dtype: type[np.floating], backbone: str
     ) -> tuple[np.ndarray, np.ndarray]:
         X, y = validate_data(self, X, y, dtype=dtype, allow_nd=True, y_numeric=False)
-        if backbone == "mlp" and X.ndim != 2:
-            raise ValueError(
-                f"backbone='mlp' needs 2-D inputs (n_samples, n_features), got shape {X.shape}; "
-                "for images (n, C, H, W) use backbone='cnn'"
-            )
-        if backbone == "cnn" and X.ndim != 4:
-            raise ValueError(
-                f"backbone='cnn' needs 4-D images (n_samples, C, H, W), got shape {X.shape}"
-            )
+        check_input_rank(X, backbone)
         check_classification_targets(y)
         return X, y
 
@@ -353,8 +345,7 @@ class LVQMLNClassifier(
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """``(n, n_classes)`` softmax over classes of −(per-class minimum squared distance) /
-        ``temperature_`` (1 until [`calibrate`][lvqmln_torch.sklearn.calibration.CalibrationMixin.calibrate]),
-        columns in ``classes_`` order."""
+        ``temperature_`` (1 until ``calibrate``), columns in ``classes_`` order."""
         X = self._validate_predict_X(X)
         return self.network_.predict_proba(X).cpu().numpy()
 
@@ -362,35 +353,6 @@ class LVQMLNClassifier(
         """``(n, latent_dim)`` latent codes."""
         X = self._validate_predict_X(X)
         return self.network_.transform(X).cpu().numpy()
-
-    def plot_latent(self, X: Any, y: Any = None, path: str | os.PathLike | None = None) -> Any:
-        """Draw the latent space of ``X`` with the prototypes (and the decision regions when
-        the latent space is 2-D); see [`lvqmln_torch.viz.plotting.plot_latent_space`][lvqmln_torch.viz.plotting.plot_latent_space].
-
-        Args:
-            X: inputs as for [`predict`][lvqmln_torch.sklearn.estimator.LVQMLNClassifier.predict].
-            y: optional labels to colour the samples by (default: the predicted labels).
-            path: optional PNG file to write.
-
-        Returns:
-            The matplotlib ``Figure``.
-        """
-        from ..viz.plotting import nearest_prototype_fn, plot_latent_space
-
-        latent = self.transform(X)
-        labels = self.predict(X) if y is None else np.asarray(y)
-        return plot_latent_space(
-            latent,
-            labels=labels,
-            prototypes=self.prototypes_,
-            prototype_labels=self.prototype_labels_,
-            classes=self.classes_,
-            predict_fn=nearest_prototype_fn(
-                self.prototypes_, self.network_.prototype_labels, self.classes_
-            ),
-            path=path,
-            title=f"{type(self).__name__} latent space",
-        )
 
     @classmethod
     def from_prosemble(cls, obj: Any, input_shape: Sequence[int] | None = None) -> Any:

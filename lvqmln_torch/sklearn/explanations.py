@@ -1,5 +1,7 @@
-"""The estimator's explanations and reject option: [`lvqmln_torch.core.explain`][lvqmln_torch.core.explain] on NumPy
-arrays, with the user's original labels (``classes_``). No Lightning here."""
+"""The estimator's explanations, reject option and plots:
+[`lvqmln_torch.core.explanations`][lvqmln_torch.core.explanations] on NumPy arrays, with the
+user's original labels (``classes_``), and the latent-space, exemplar and accuracy-rejection
+plots. No Lightning here."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ class ExplanationsMixin:
         return encode_labels(y, self.classes_)[0]
 
     def explain(self, X: Any) -> dict[str, np.ndarray]:
-        """Why each sample gets its label (see [`explain`][lvqmln_torch.core.explain.PrototypeExplanations.explain]).
+        """Why each sample gets its label (see [`explain`][lvqmln_torch.core.explanations.explain]).
 
         Args:
             X: inputs as for ``predict``.
@@ -155,3 +157,32 @@ class ExplanationsMixin:
         from ..viz.explain_plots import plot_accuracy_rejection
 
         return plot_accuracy_rejection(self.accuracy_rejection_curve(X, y), path=path)
+
+    def plot_latent(self, X: Any, y: Any = None, path: str | os.PathLike | None = None) -> Any:
+        """Draw the latent space of ``X`` with the prototypes (and the decision regions when
+        the latent space is 2-D); see [`lvqmln_torch.viz.plotting.plot_latent_space`][lvqmln_torch.viz.plotting.plot_latent_space].
+
+        Args:
+            X: inputs as for [`predict`][lvqmln_torch.sklearn.estimator.LVQMLNClassifier.predict].
+            y: optional labels to colour the samples by (default: the predicted labels).
+            path: optional PNG file to write.
+
+        Returns:
+            The matplotlib ``Figure``.
+        """
+        from ..viz.plotting import nearest_prototype_fn, plot_latent_space
+
+        latent = self.transform(X)
+        labels = self.predict(X) if y is None else np.asarray(y)
+        return plot_latent_space(
+            latent,
+            labels=labels,
+            prototypes=self.prototypes_,
+            prototype_labels=self.prototype_labels_,
+            classes=self.classes_,
+            predict_fn=nearest_prototype_fn(
+                self.prototypes_, self.network_.prototype_labels, self.classes_
+            ),
+            path=path,
+            title=f"{type(self).__name__} latent space",
+        )

@@ -17,6 +17,7 @@ from ..lightning.callbacks import (
     RestoreBest,
 )
 from ..lightning.model import LVQMLN
+from ..training.stopping import StoppingPlan
 from .numpy_engine import FitHistory
 
 __all__ = ["fit_lightning"]
@@ -53,17 +54,15 @@ def fit_lightning(
     model = LVQMLN(**arguments)
     datamodule = ArrayDataModule(X, y, **data_kwargs)
     validate = datamodule.has("val")
-    monitor = "val_loss" if validate else "train_loss"
+    plan = StoppingPlan(params["patience"], params["epsilon"], params["restore_best"], validate)
     recorder = _History()
     callbacks: list[Callback] = [recorder]
-    if params["patience"] is not None:
-        callbacks.append(
-            PatienceStopping(params["patience"], params["epsilon"] or 0.0, monitor=monitor)
-        )
-    elif params["epsilon"] is not None:
-        callbacks.append(LossConvergence(params["epsilon"], monitor="train_loss"))
-    if params["restore_best"]:
-        callbacks.append(RestoreBest(monitor=monitor))
+    if plan.patience is not None:
+        callbacks.append(PatienceStopping(plan.patience, plan.min_delta, monitor=plan.monitor))
+    if plan.converges:
+        callbacks.append(LossConvergence(plan.epsilon, monitor="train_loss"))
+    if plan.restore_best:
+        callbacks.append(RestoreBest(monitor=plan.monitor))
     if params.get("project_prototypes"):
         callbacks.append(PrototypeProjection(at_end=True))
     devices = params["devices"]

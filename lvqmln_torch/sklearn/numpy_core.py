@@ -73,6 +73,8 @@ ACTIVATIONS: dict[str, tuple[Callable[[Array], Array], Callable[[Array], Array]]
         lambda h: np.where(h > 0, h.dtype.type(_SELU_SCALE), h + _SELU_SCALE * _SELU_ALPHA),
     ),
 }
+"""Activation name (``sigmoid``, ``relu``, ``tanh``, ``leaky_relu``, ``selu``) →
+``(f(a), f'(a))``, the derivative written in terms of the output ``h = f(a)``."""
 
 
 def mlp_forward(
@@ -132,7 +134,6 @@ def mlp_backward(
             grad = layers[i][0].T @ grad
 
 
-# name → (f(x, β), f'(x, β)).
 TRANSFERS: dict[str, tuple[Callable[[Array, float], Array], Callable[[Array, float], Array]]] = {
     "identity": (lambda x, beta: x, lambda x, beta: np.ones_like(x)),
     "sigmoid_beta": (
@@ -144,6 +145,7 @@ TRANSFERS: dict[str, tuple[Callable[[Array, float], Array], Callable[[Array, flo
         lambda x, beta: (lambda s: s + beta * x * s * (1 - s))(_sigmoid(beta * x)),
     ),
 }
+"""Transfer name (``identity``, ``sigmoid_beta``, ``swish_beta``) → ``(f(x, β), f'(x, β))``."""
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,14 @@ datamodule's batches and shuffling, the module's parameter groups, torch optimiz
 learning-rate schedule (run on flat views of the same memory), the EMA and lookahead callbacks'
 update rules, and the semantics of the estimator's stopping callbacks. It trains the same
 model: the trajectories agree with the Lightning path to rounding (``1e-10`` in float64; see
-``tests/test_numpy_engine.py``), not bit for bit.
+``tests/sklearn/test_numpy_engine.py``), not bit for bit.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,29 +26,22 @@ import torch
 from threadpoolctl import ThreadpoolController
 from torch import Tensor, nn
 
-from ..core.network import DEFAULT_ACTIVATION, PrototypeNetwork, backbone_lr
+from ..core.construction import DEFAULT_ACTIVATION, backbone_lr
+from ..core.network import PrototypeNetwork
 from ..data.arrays import ArrayData
 from ..training.config import ModuleConfig
 from ..training.optimizers import OPTIMIZERS, build_optimizer, parameter_groups
 from ..training.rules import (
-    BestTracker,
-    ConvergenceRule,
     EpochMean,
-    PatienceRule,
     StallRule,
     TrainingStallWarning,
     evaluating_rule,
     nonfinite_loss_error,
     shadow_rules,
 )
-from .numpy_core import (
-    GLVQTargets,
-    Layer,
-    glvq_loss_and_grads,
-    glvq_targets,
-    mlp_backward,
-    mlp_forward,
-)
+from ..training.stopping import StoppingPlan
+from .numpy_core import Layer, glvq_loss_and_grads, mlp_backward, mlp_forward
+from .numpy_layout import CoreBatch, CoreBatches, FlatParameters
 
 __all__ = ["FitHistory", "fit_estimator_numpy", "fit_numpy"]
 
@@ -66,85 +58,6 @@ class FitHistory:
 
     train: list[float] = field(default_factory=list)
     val: list[float] = field(default_factory=list)
-
-
-def _parameters(model: PrototypeNetwork) -> list[Tensor]:
-    """The prototypes, then every backbone layer's weight and bias."""
-    layers = model.backbone.layers
-    return [model.prototypes] + [t for layer in layers for t in (layer.weight, layer.bias)]
-
-
-class _FlatParameters:
-    """The module's parameters in one flat NumPy buffer, prototypes first, then every backbone
-    layer's weight and bias, so each optimizer group (``prototypes``, ``backbone``) is one
-    contiguous slice that torch optimizes in place through a shared-memory tensor."""
-
-    def __init__(self, model: PrototypeNetwork, dtype: np.dtype) -> None:
-        tensors = _parameters(model)
-        self.shapes = [tuple(t.shape) for t in tensors]
-        self.offsets = np.cumsum([0] + [math.prod(s) for s in self.shapes]).tolist()
-        self.slices = {
-            "prototypes": slice(0, self.offsets[1]),
-            "backbone": slice(self.offsets[1], self.offsets[-1]),
-            "all": slice(0, self.offsets[-1]),
-        }
-        self.values = np.empty(self.offsets[-1], dtype=dtype)
-        for tensor, part in zip(tensors, self.views(self.values)):
-            part[...] = tensor.detach().cpu().numpy()
-
-    def views(self, buffer: np.ndarray) -> list[np.ndarray]:
-        """The parameters as views of ``buffer`` (any array of this layout)."""
-        return [
-            buffer[start:end].reshape(shape)
-            for start, end, shape in zip(self.offsets[:-1], self.offsets[1:], self.shapes)
-        ]
-
-    def unflatten(self, buffer: np.ndarray) -> tuple[np.ndarray, list[Layer]]:
-        """``(prototypes, [(W, b), …])`` as views of ``buffer``."""
-        views = self.views(buffer)
-        return views[0], list(zip(views[1::2], views[2::2]))
-
-    def write_to(self, model: PrototypeNetwork, buffer: np.ndarray) -> None:
-        """Copy the weights in ``buffer`` into the module's parameters."""
-        with torch.no_grad():
-            for tensor, part in zip(_parameters(model), self.views(buffer)):
-                tensor.copy_(torch.from_numpy(part))
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """A batch as the NumPy core takes it."""
-
-    x_t: np.ndarray  # (in_features, n) C-contiguous, in the working dtype
-    targets: GLVQTargets
-    weight_sum: Any  # Σw, or n without sample weights: the batch's weight in the epoch loss
-
-
-class _Batches:
-    """The loader's batches for the NumPy core; a batch that repeats (the same tensors every
-    epoch, as the full batch is) is converted once."""
-
-    def __init__(self, loader: Any, labels: np.ndarray, dtype: np.dtype) -> None:
-        self.loader, self.labels, self.dtype = loader, labels, dtype
-        self._last: tuple[Tensor, _Batch] | None = None
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[_Batch]:
-        for batch in self.loader:
-            if self._last is not None and self._last[0] is batch[0]:
-                yield self._last[1]
-                continue
-            x, y = batch[0].numpy(), batch[1].numpy()
-            w = batch[2].numpy() if len(batch) == 3 else None
-            converted = _Batch(
-                np.ascontiguousarray(x.T, dtype=self.dtype),
-                glvq_targets(y, self.labels, w, self.dtype),
-                w.sum() if w is not None else len(y),
-            )
-            self._last = (batch[0], converted)
-            yield converted
 
 
 class _Engine:
@@ -169,12 +82,12 @@ class _Engine:
         )
         labels = model.prototype_labels.cpu().numpy()
         self.data, self.labels = data, labels
-        self.train_batches = _Batches(data.loader("train", data.shuffle), labels, self.dtype)
+        self.train_batches = CoreBatches(data.loader("train", data.shuffle), labels, self.dtype)
         self.val_batches = (
-            _Batches(data.loader("val"), labels, self.dtype) if data.has("val") else None
+            CoreBatches(data.loader("val"), labels, self.dtype) if data.has("val") else None
         )
 
-        self.flat = _FlatParameters(model, self.dtype)
+        self.flat = FlatParameters(model, self.dtype)
         self.grad = np.zeros_like(self.flat.values)
         self.prototypes, self.layers = self.flat.unflatten(self.flat.values)
         self.grad_prototypes, self.grad_layers = self.flat.unflatten(self.grad)
@@ -217,7 +130,7 @@ class _Engine:
         return buffer
 
     def _loss(
-        self, prototypes: np.ndarray, layers: list[Layer], batch: _Batch, grads: bool
+        self, prototypes: np.ndarray, layers: list[Layer], batch: CoreBatch, grads: bool
     ) -> tuple[list[np.ndarray], Any, bool, np.ndarray | None, np.ndarray | None]:
         """``(activations, loss, distances finite, ∂L/∂zᵀ, ∂L/∂W)`` of ``batch`` for these
         weights; the gradients (of the trained parameters only) with ``grads``."""
@@ -234,7 +147,7 @@ class _Engine:
         )
         return outputs, loss, finite, grad_latent, grad_prototypes
 
-    def _backward(self, batch: _Batch) -> tuple[Any, bool]:
+    def _backward(self, batch: CoreBatch) -> tuple[Any, bool]:
         """The batch's loss, with its gradients written into the optimizer's ``.grad``
         buffers; and whether the distances were finite."""
         outputs, loss, finite, grad_latent, grad_prototypes = self._loss(
@@ -267,7 +180,7 @@ class _Engine:
         epoch_loss = EpochMean()
         first_bad: list[int] = []
 
-        def closure(batch: _Batch, step: int) -> Tensor:
+        def closure(batch: CoreBatch, step: int) -> Tensor:
             loss, finite = self._backward(batch)
             if not (finite and np.isfinite(loss)):
                 first_bad.append(step)
@@ -288,7 +201,7 @@ class _Engine:
         """The share of training samples whose nearest prototype (current weights) has their
         class; over unshuffled batches (the training batches' shuffling is left alone)."""
         correct = total = 0
-        for batch in _Batches(self.data.loader("train"), self.labels, self.dtype):
+        for batch in CoreBatches(self.data.loader("train"), self.labels, self.dtype):
             latent = mlp_forward(self.layers, batch.x_t, self.activation, self.latent_activation)[
                 -1
             ]
@@ -347,11 +260,9 @@ def fit_numpy(
     if hparams["backbone"] != "mlp":
         raise ValueError("the numpy engine trains the MLP backbone only")
     engine = _Engine(network, hparams, optimizer_cls, data, max_epochs)
-    # The estimator's stopping callbacks, as rules: early stopping on the monitored loss with
-    # patience, else convergence of the training loss with epsilon alone.
-    stop_early = PatienceRule(patience, epsilon or 0.0) if patience is not None else None
-    converge = ConvergenceRule(epsilon) if patience is None and epsilon is not None else None
-    best = BestTracker() if restore_best else None
+    # The estimator's stopping callbacks, as rules.
+    plan = StoppingPlan(patience, epsilon, restore_best, engine.val_batches is not None)
+    stop_early, converge, best = plan.patience_rule(), plan.convergence_rule(), plan.best_tracker()
     history = FitHistory()
     stall = StallRule()
     step = 0
@@ -368,7 +279,7 @@ def fit_numpy(
             if engine.val_batches is not None:
                 history.val.append(engine.validate())
             history.train.append(train_loss)
-            monitored = history.val[-1] if engine.val_batches is not None else train_loss
+            monitored = history.val[-1] if plan.validates else train_loss
             should_stop = converge is not None and converge.update(train_loss)
             if best is not None:
                 best.update(monitored, epoch, engine.evaluation_buffer)

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.construction import BACKBONES
 from ..core.functional import TRANSFERS
-from ..core.network import BACKBONES
 from ..core.validation import (
     Boolean,
     Check,
@@ -30,6 +30,7 @@ __all__ = [
     "ENGINES",
     "ESTIMATOR_CONSTRAINTS",
     "MIXED_PRECISION",
+    "check_input_rank",
     "check_params",
     "module_arguments",
     "resolve_precision",
@@ -46,6 +47,7 @@ CNN_DEFAULTS = {
     "cnn_head": "flatten",
     "standardize_input": True,
 }
+"""The parameters only the CNN backbone uses → their values when left None."""
 
 
 def _check_class_weight(name: str, value: Any) -> Any:
@@ -121,6 +123,24 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         ValueError: for the first invalid parameter, naming it and the valid choices.
     """
     return validate(params, ESTIMATOR_CONSTRAINTS)
+
+
+def check_input_rank(X: np.ndarray, backbone: str) -> None:
+    """The training inputs' rank must suit the backbone: ``(n, d)`` for ``"mlp"``,
+    ``(n, C, H, W)`` for ``"cnn"``.
+
+    Raises:
+        ValueError: naming the shape and the backbone that suits it.
+    """
+    if backbone == "mlp" and X.ndim != 2:
+        raise ValueError(
+            f"backbone='mlp' needs 2-D inputs (n_samples, n_features), got shape {X.shape}; "
+            "for images (n, C, H, W) use backbone='cnn'"
+        )
+    if backbone == "cnn" and X.ndim != 4:
+        raise ValueError(
+            f"backbone='cnn' needs 4-D images (n_samples, C, H, W), got shape {X.shape}"
+        )
 
 
 def resolve_precision(mixed_precision: str | None, precision: Any) -> Any:

@@ -18,8 +18,8 @@ from torch import nn
 
 from ..core import functional as F
 from ..core.backbones import ACTIVATIONS, CNN_HEADS
+from ..core.construction import BACKBONES
 from ..core.initializers import check_initializer
-from ..core.network import BACKBONES
 from ..core.validation import (
     Boolean,
     Check,
@@ -48,8 +48,8 @@ __all__ = [
     "upgrade_checkpoint",
 ]
 
-#: How many training samples initialise the prototypes by default (see ``LVQMLN``).
 INIT_SAMPLE_SIZE = 20_000
+"""How many training samples initialise the prototypes by default (see ``LVQMLN``)."""
 
 
 def _check_n_classes(name: str, value: Any) -> int | None:

@@ -34,6 +34,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "asgd": torch.optim.ASGD,
     "rprop": torch.optim.Rprop,
 }
+"""Optimizer name → its ``torch.optim`` class."""
 
 
 def resolve_optimizer(optimizer: str | type[Optimizer]) -> type[Optimizer]:

@@ -17,6 +17,7 @@ from torch import Tensor
 from ..core.validation import Integer, Real, check_lookahead
 
 __all__ = [
+    "STALL_DEFAULTS",
     "BestTracker",
     "ConvergenceRule",
     "EMARule",
@@ -32,6 +33,14 @@ __all__ = [
 ]
 
 EMA_DECAY = Real(0.0, 1.0, low_open=True, high_open=True, none=True)
+
+STALL_DEFAULTS: dict[str, Any] = {"after": 5, "tolerance": 0.02, "flat": 0.01, "min_steps": 50}
+"""The settings of the stall detection and their defaults, for
+[`StallRule`][lvqmln_torch.training.rules.StallRule] and
+[`StallDetection`][lvqmln_torch.lightning.callbacks.StallDetection]: ``after``, the fewest
+epochs before the first check; ``tolerance``, the accuracy above the largest class's share that
+still counts as chance; ``flat``, the largest change of the epoch loss that counts as flat;
+``min_steps``, the fewest optimizer steps before the first check."""
 
 
 class EpochMean:
@@ -161,14 +170,16 @@ class LookaheadRule(ShadowRule):
     weights restart from the new slow ones (``optax.lookahead``).
 
     Args:
-        sync_period: optimizer steps between synchronisations (>= 1).
-        slow_step_size: α in (0, 1].
+        **settings: ``sync_period`` (optimizer steps between synchronisations, >= 1) and
+            ``slow_step_size`` (α in (0, 1]); missing ones take
+            [`LOOKAHEAD_DEFAULTS`][lvqmln_torch.core.validation.LOOKAHEAD_DEFAULTS].
+
+    Raises:
+        ValueError: for an unknown setting or a value out of range.
     """
 
-    def __init__(self, sync_period: int = 6, slow_step_size: float = 0.5) -> None:
-        settings = check_lookahead(
-            "lookahead", {"sync_period": sync_period, "slow_step_size": slow_step_size}
-        )
+    def __init__(self, **settings: Any) -> None:
+        settings = check_lookahead("lookahead", settings)
         self.sync_period = settings["sync_period"]
         self.slow_step_size = settings["slow_step_size"]
 
@@ -231,19 +242,24 @@ class StallRule:
     (the loss flat at the transfer of 0), with no gradient to recover from.
 
     Args:
-        after: the fewest epochs before the first check.
-        tolerance: accuracy above the largest class's share that still counts as chance.
-        flat: the largest change of the epoch loss that counts as flat.
-        min_steps: the fewest optimizer steps before the first check.
+        **settings: the keys of [`STALL_DEFAULTS`][lvqmln_torch.training.rules.STALL_DEFAULTS]
+            (missing ones take its values).
+
+    Raises:
+        ValueError: for an unknown setting or a value out of range.
     """
 
-    def __init__(
-        self, after: int = 5, tolerance: float = 0.02, flat: float = 0.01, min_steps: int = 50
-    ) -> None:
-        self.after = Integer(1)("after", after)
-        self.tolerance = Real(0.0)("tolerance", tolerance)
-        self.flat = Real(0.0)("flat", flat)
-        self.min_steps = Integer(0)("min_steps", min_steps)
+    def __init__(self, **settings: Any) -> None:
+        unknown = sorted(set(settings) - set(STALL_DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"unknown stall settings {unknown}; valid: {', '.join(STALL_DEFAULTS)}"
+            )
+        settings = {**STALL_DEFAULTS, **settings}
+        self.after = Integer(1)("after", settings["after"])
+        self.tolerance = Real(0.0)("tolerance", settings["tolerance"])
+        self.flat = Real(0.0)("flat", settings["flat"])
+        self.min_steps = Integer(0)("min_steps", settings["min_steps"])
         self.previous: float | None = None
         self.change: float | None = None
         self.epochs = 0

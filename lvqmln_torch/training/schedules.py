@@ -137,7 +137,6 @@ def _decay_rate(kw: Mapping[str, Any]) -> float:
     return kw.get("gamma", kw.get("decay_rate", 0.99))
 
 
-# name -> (builder(lr, total_steps, kwargs), accepted kwargs). Defaults are upstream's.
 SCHEDULES: dict[str, tuple[Callable[[float, int, Mapping[str, Any]], Schedule], set[str]]] = {
     "exponential_decay": (
         lambda lr, n, kw: _exponential(lr, kw.get("transition_steps", 1), _decay_rate(kw)),
@@ -201,6 +200,10 @@ SCHEDULES: dict[str, tuple[Callable[[float, int, Mapping[str, Any]], Schedule], 
         {"cosine_kwargs"},
     ),
 }
+"""Schedule name → ``(builder(lr, total_steps, kwargs), accepted kwargs)``; the defaults
+of the keyword arguments are upstream's. The names: ``exponential_decay``, ``cosine_decay``,
+``warmup_cosine_decay``, ``warmup_exponential_decay``, ``warmup_constant``, ``polynomial``,
+``linear``, ``piecewise_constant`` and ``sgdr``."""
 
 
 def check_schedule_args(name: str, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:

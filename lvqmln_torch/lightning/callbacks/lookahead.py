@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 from typing_extensions import override
 
+from ...core.validation import LOOKAHEAD_DEFAULTS
 from ...training.rules import LookaheadRule
 from ._shadow import ShadowWeights
 
@@ -21,11 +22,17 @@ class Lookahead(ShadowWeights):
     Args:
         sync_period: optimizer steps between synchronisations (≥ 1).
         slow_step_size: α in (0, 1].
+
+    The defaults are [`LOOKAHEAD_DEFAULTS`][lvqmln_torch.core.validation.LOOKAHEAD_DEFAULTS].
     """
 
-    def __init__(self, sync_period: int = 6, slow_step_size: float = 0.5) -> None:
+    def __init__(
+        self,
+        sync_period: int = LOOKAHEAD_DEFAULTS["sync_period"],
+        slow_step_size: float = LOOKAHEAD_DEFAULTS["slow_step_size"],
+    ) -> None:
         super().__init__()
-        self.rule = LookaheadRule(sync_period, slow_step_size)
+        self.rule = LookaheadRule(sync_period=sync_period, slow_step_size=slow_step_size)
         self.sync_period = self.rule.sync_period
         self.slow_step_size = self.rule.slow_step_size
 

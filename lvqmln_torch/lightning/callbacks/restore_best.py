@@ -11,16 +11,18 @@ from torch import Tensor
 from typing_extensions import override
 
 from ...training.rules import BestTracker
+from ...training.stopping import monitored_loss
 from ._shadow import evaluation_state
 
 __all__ = ["RestoreBest", "resolve_monitor"]
 
 
 def resolve_monitor(monitor: str, trainer: pl.Trainer) -> str:
-    """``"auto"`` means the validation loss when validation runs, else the training loss."""
+    """``"auto"`` means the validation loss when validation runs, else the training loss
+    ([`monitored_loss`][lvqmln_torch.training.stopping.monitored_loss])."""
     if monitor != "auto":
         return monitor
-    return "val_loss" if "val_loss" in trainer.callback_metrics else "train_loss"
+    return monitored_loss("val_loss" in trainer.callback_metrics)
 
 
 class RestoreBest(Callback):

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from ...training.rules import StallRule, TrainingStallWarning
+from ...training.rules import STALL_DEFAULTS, StallRule, TrainingStallWarning
 from ..user_data import unpack
 
 __all__ = ["StallDetection"]
@@ -24,19 +24,19 @@ class StallDetection(Callback):
     silence it with ``warnings.filterwarnings("ignore", category=TrainingStallWarning)``.
 
     The largest class's share is counted from the labels of the first training epoch's
-    batches (on each rank); the module logs ``train_loss`` and ``train_acc``.
-
-    Args:
-        after: the fewest epochs before the first check.
-        tolerance: accuracy above the largest class's share that still counts as chance.
-        flat: the largest change of the epoch loss that counts as flat.
-        min_steps: the fewest optimizer steps before the first check.
+    batches (on each rank); the module logs ``train_loss`` and ``train_acc``. The arguments
+    and their defaults are [`STALL_DEFAULTS`][lvqmln_torch.training.rules.STALL_DEFAULTS]' (where
+    each is explained).
     """
 
     def __init__(
-        self, after: int = 5, tolerance: float = 0.02, flat: float = 0.01, min_steps: int = 50
+        self,
+        after: int = STALL_DEFAULTS["after"],
+        tolerance: float = STALL_DEFAULTS["tolerance"],
+        flat: float = STALL_DEFAULTS["flat"],
+        min_steps: int = STALL_DEFAULTS["min_steps"],
     ) -> None:
-        self.rule = StallRule(after, tolerance, flat, min_steps)
+        self.rule = StallRule(after=after, tolerance=tolerance, flat=flat, min_steps=min_steps)
         self._counts: torch.Tensor | None = None
 
     @override
