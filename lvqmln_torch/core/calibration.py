@@ -111,9 +111,9 @@ def fit_temperature(
     """The temperature that minimises the NLL of ``softmax(−pooled / T)`` on ``(pooled, y)``.
 
     A bounded golden-section search over ``log T`` in float64 (the NLL has one minimum
-    there), keeping ``T = 1`` when that is at least as good. Warns when the minimum lies on a
-    bound: the calibration data are separated with a margin (too few or training samples) or
-    carry no signal.
+    there), keeping ``T = 1`` when that is at least as good. Warns when the NLL at a bound is
+    as low as at the fitted ``T`` (it never rises towards that bound): the calibration data
+    are separated with a margin (too few, or training samples) or carry no signal.
 
     Args:
         pooled: ``(n, k)`` class-wise minimum squared distances of held-out samples.
