@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lvqmln_torch import LVQMLN, ArrayDataModule
 from lvqmln_torch.core.files import atomic_write
+from lvqmln_torch.lightning.callbacks import TemperatureCalibration
 
 N_SAMPLES = 96
 N_FEATURES = 5
@@ -85,6 +86,13 @@ CASES: dict[str, dict[str, Any]] = {
         },
         "data": None,
         "images": True,
+    },
+    # TemperatureCalibration at the end of the fit: each rank reads its validation shard and
+    # the NLL is summed over ranks, so both end on the same temperature.
+    "calibrated": {
+        "model": {},
+        "data": {"val_size": 32},
+        "calibrate": True,
     },
 }
 
@@ -154,7 +162,8 @@ def fit_case(
         X = as_images(X)
     model = model_class(shard_mean)(**COMMON, **spec["model"])
     recorder = Recorder()
-    trainer = ddp_trainer(devices, EPOCHS, [recorder])
+    callbacks = [recorder, TemperatureCalibration()] if spec.get("calibrate") else [recorder]
+    trainer = ddp_trainer(devices, EPOCHS, callbacks)
     if spec["data"] is None:
         dataset = TensorDataset(torch.as_tensor(X), torch.as_tensor(y))
         # Under DDP, Lightning gives a training DataLoader a shuffled DistributedSampler.

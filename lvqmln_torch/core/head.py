@@ -4,7 +4,7 @@ the network (and so the LightningModule), the export, the plots and the estimato
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +33,11 @@ class WinnerRival(NamedTuple):
 class PrototypeHead(nn.Module):
     """Nearest-prototype decisions in latent space (no parameters of its own).
 
+    Its one buffer, ``temperature`` (a 0-dim tensor, 1 until a calibration fits it: see
+    [`fit_temperature`][lvqmln_torch.core.calibration.fit_temperature]), divides the distances
+    inside the softmax of [`probabilities`][lvqmln_torch.core.head.PrototypeHead.probabilities];
+    labels never depend on it. A ``state_dict`` written before it existed loads with 1.
+
     Args:
         n_classes: the number of classes ``k``.
     """
@@ -40,6 +45,18 @@ class PrototypeHead(nn.Module):
     def __init__(self, n_classes: int) -> None:
         super().__init__()
         self.n_classes = int(n_classes)
+        self.register_buffer("temperature", torch.ones(()))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args: Any, **kwargs: Any) -> None:
+        # Weights saved before temperature scaling existed are uncalibrated: T = 1. (The dict
+        # is load_state_dict's own copy: the caller's is never changed.)
+        state_dict.setdefault(prefix + "temperature", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "temperature" not in self._buffers:  # pickled before temperature scaling: T = 1
+            self.register_buffer("temperature", torch.ones(()))
 
     @staticmethod
     def distances(z: Tensor, prototypes: Tensor) -> Tensor:
@@ -55,9 +72,10 @@ class PrototypeHead(nn.Module):
         return F.wtac(distances, prototype_labels)
 
     def probabilities(self, distances: Tensor, prototype_labels: Tensor) -> Tensor:
-        """``(n, k)`` softmax over classes of −(per-class minimum squared distance)."""
+        """``(n, k)`` softmax over classes of −(per-class minimum squared distance) / T, with
+        ``T`` the ``temperature`` buffer (1 unless calibrated)."""
         pooled = F.stratified_min_pooling(distances, prototype_labels, self.n_classes)
-        return torch.softmax(-pooled, dim=1)
+        return torch.softmax(-pooled / self.temperature.to(pooled.dtype), dim=1)
 
     @staticmethod
     def winner_rival(distances: Tensor, prototype_labels: Tensor) -> WinnerRival:

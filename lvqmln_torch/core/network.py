@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from . import explanations
 from .backbones import CNNBackbone
+from .calibration import TemperatureScaling
 from .construction import build_parts, seeded_generator
 from .explain import CHUNK
 from .head import PrototypeHead
@@ -24,14 +25,15 @@ from .validation import check_n_classes
 __all__ = ["PrototypeNetwork"]
 
 
-class PrototypeNetwork(nn.Module):
+class PrototypeNetwork(TemperatureScaling, nn.Module):
     """Backbone, prototypes in its latent space, their labels, and the prototype head.
 
     ``x (n, …) → backbone → z (n, latent_dim) → squared distances (n, P) to the prototypes →
     labels (n,) / probabilities (n, k)``. Built empty (``PrototypeNetwork()``) and filled by
     [`install`][lvqmln_torch.core.network.PrototypeNetwork.install], or from its parts. The explanations, exemplars, projection and
     reject option are the functions of [`lvqmln_torch.core.explanations`][lvqmln_torch.core.explanations],
-    also offered as methods.
+    also offered as methods; the temperature fit and the conformal scores are
+    [`TemperatureScaling`][lvqmln_torch.core.calibration.TemperatureScaling]'s.
 
     Args:
         backbone: maps inputs to ``(n, latent_dim)``.
@@ -278,7 +280,8 @@ class PrototypeNetwork(nn.Module):
         return self.inference(x, self.backbone)
 
     def predict_proba(self, x: Any) -> Tensor:
-        """``(n, n_classes)`` softmax over classes of −(per-class minimum squared distance)."""
+        """``(n, n_classes)`` softmax over classes of −(per-class minimum squared distance) / T
+        (``T`` = [`temperature`][lvqmln_torch.core.calibration.TemperatureScaling.temperature])."""
         return self.inference(
             x,
             lambda b: self.head.probabilities(

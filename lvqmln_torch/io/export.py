@@ -9,7 +9,8 @@ for a CNN; any ``n``) and returns ``(labels, probabilities, latent)``:
   the original labels are ``classes[labels]``, with ``classes`` stored in the file
   (read them with [`load_program`][lvqmln_torch.io.export.load_program], [`read_onnx_classes`][lvqmln_torch.io.export.read_onnx_classes] or
   [`load_torchscript`][lvqmln_torch.io.export.load_torchscript]).
-- ``probabilities``: ``(n, k)`` softmax over classes of −(per-class minimum squared distance).
+- ``probabilities``: ``(n, k)`` softmax over classes of −(per-class minimum squared distance)
+  / T, with the model's calibrated temperature ``T`` (1 unless calibrated) built in.
 - ``latent``: ``(n, latent_dim)`` latent codes.
 
 Inputs are expected already preprocessed (standardised) as for the model itself.
@@ -56,16 +57,24 @@ class LVQMLNPredictor(nn.Module):
         prototypes: ``(P, latent_dim)`` prototypes.
         prototype_labels: ``(P,)`` class indices of the prototypes.
         n_classes: number of classes ``k``.
+        temperature: the temperature of the probabilities (a fitted model's
+            ``head.temperature``).
     """
 
     def __init__(
-        self, backbone: nn.Module, prototypes: Tensor, prototype_labels: Tensor, n_classes: int
+        self,
+        backbone: nn.Module,
+        prototypes: Tensor,
+        prototype_labels: Tensor,
+        n_classes: int,
+        temperature: float | Tensor = 1.0,
     ) -> None:
         super().__init__()
         self.backbone = copy.deepcopy(backbone).eval().requires_grad_(False)
         self.register_buffer("prototypes", prototypes.detach().clone())
         self.register_buffer("prototype_labels", prototype_labels.detach().clone().long())
-        self.head = PrototypeHead(n_classes)
+        self.head = PrototypeHead(n_classes).to(self.prototypes.device)
+        self.head.temperature.fill_(float(temperature))
         self.n_classes = self.head.n_classes
 
     @classmethod
@@ -76,7 +85,13 @@ class LVQMLNPredictor(nn.Module):
             NotFittedError: if the model is not fitted.
         """
         model.check_fitted()
-        return cls(model.backbone, model.prototypes, model.prototype_labels, model.head.n_classes)
+        return cls(
+            model.backbone,
+            model.prototypes,
+            model.prototype_labels,
+            model.head.n_classes,
+            model.head.temperature,
+        )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``x`` → ``(labels (n,), probabilities (n, k), latent (n, latent_dim))``."""

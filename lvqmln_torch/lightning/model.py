@@ -24,6 +24,7 @@ from ..training.groups import merge_equal_groups, regroup_checkpoint
 from ..training.optimizers import OPTIMIZERS, build_optimizer, parameter_groups
 from ..training.rules import LookaheadRule, nonfinite_loss_error, shadow_rules
 from ..training.schedules import ScheduleLR
+from .calibration import ModuleCalibration
 from .metrics import EpochStats
 from .user_data import (
     DeferredHparams,
@@ -37,7 +38,7 @@ from .user_data import (
 __all__ = ["LVQMLN", "nonfinite_loss_error"]
 
 
-class LVQMLN(PrototypeNetwork, LightningModule):
+class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
     """LVQ Multi-Layer Network.
 
     ``x → backbone → z (n, latent_dim)``; prototypes ``W (P, latent_dim)`` with labels
@@ -350,6 +351,7 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         winners = self.prototype_labels.index_select(0, distances.argmin(dim=1))  # no grad
         n = y.shape[0]
         stats.add(loss.detach(), w.detach().sum() if w is not None else n, (winners == y).sum(), n)
+        self.track_calibration(stats, distances, y)  # val_ece
         return loss
 
     @override

@@ -19,6 +19,7 @@ from ..core.network import PrototypeNetwork
 from ..core.validation import check_n_classes, check_sample_weight, needs_minibatches_error
 from ..data.arrays import ArrayData
 from ..training.config import module_config
+from .calibration import CalibrationMixin
 from .engines import select_engine
 from .explanations import ExplanationsMixin
 from .numpy_engine import fit_estimator_numpy
@@ -29,7 +30,9 @@ from .persistence import load_estimator, save_estimator, set_fitted
 __all__ = ["LVQMLNClassifier", "from_prosemble"]
 
 
-class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
+class LVQMLNClassifier(
+    CalibrationMixin, ExplanationsMixin, ClassifierMixin, TransformerMixin, BaseEstimator
+):
     """LVQMLN as a scikit-learn classifier (a drop-in for ``prosemble.models.LVQMLN``).
 
     ``x → backbone (MLP or CNN) → z``; prototypes live in the latent space of ``z``; the GLVQ
@@ -100,7 +103,8 @@ class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, Bas
     Explanations (`explain`, `confidence`, `prototype_exemplars`) and the
     reject option (`predict_with_reject`, `accuracy_rejection_curve`,
     `rejection_threshold`) come from
-    [`ExplanationsMixin`][lvqmln_torch.sklearn.explanations.ExplanationsMixin].
+    [`ExplanationsMixin`][lvqmln_torch.sklearn.explanations.ExplanationsMixin]; `calibrate`,
+    `temperature_`, `nonconformity` from [`CalibrationMixin`][lvqmln_torch.sklearn.calibration.CalibrationMixin].
     """
 
     def __init__(
@@ -340,8 +344,8 @@ class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, Bas
         return self.classes_[self.network_.predict_indices(X).cpu().numpy()]
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """``(n, n_classes)`` softmax over classes of −(per-class minimum squared distance),
-        columns in ``classes_`` order."""
+        """``(n, n_classes)`` softmax over classes of −(per-class minimum squared distance) /
+        ``temperature_`` (1 until ``calibrate``), columns in ``classes_`` order."""
         X = self._validate_predict_X(X)
         return self.network_.predict_proba(X).cpu().numpy()
 

@@ -223,3 +223,14 @@ def test_cnn_input_statistics_are_rank0s_and_broadcast(ddp_results):
         assert rank["init"]["backbone.input_std"].item() == pytest.approx(shard.std(), rel=1e-9)
     other = images[list(DistributedSampler(range(len(X)), 2, rank=1, shuffle=True, seed=0))]
     assert abs(other.mean() - shard.mean()) > 1e-6  # the shards differ: the broadcast matters
+
+
+def test_temperature_calibrated_on_the_shards_of_every_rank(ddp_results):
+    """Both ranks end on one temperature, fitted on all validation samples: the NLL summed
+    over the two shards (the single-process fit of the whole split, up to the search's
+    tolerance)."""
+    rank0, rank1 = ddp_results["calibrated"]
+    t = rank0["final"]["head.temperature"]
+    assert torch.equal(t, rank1["final"]["head.temperature"]) and float(t) != 1.0
+    reference = ddp_script.fit_case("calibrated", devices=1)["final"]["head.temperature"]
+    assert float(t) == pytest.approx(float(reference), rel=1e-3)

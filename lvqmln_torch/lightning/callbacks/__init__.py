@@ -1,6 +1,7 @@
 """Lightning callbacks for the training features of upstream LVQMLN."""
 
 from ._shadow import ShadowWeights, evaluation_state
+from .calibration import TemperatureCalibration
 from .convergence import LossConvergence
 from .ema import ExponentialMovingAverage
 from .latent_plot import LatentSpacePlot
@@ -20,5 +21,6 @@ __all__ = [
     "RestoreBest",
     "ShadowWeights",
     "StallDetection",
+    "TemperatureCalibration",
     "evaluation_state",
 ]
