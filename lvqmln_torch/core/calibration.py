@@ -13,8 +13,10 @@ distance ``μ_c = (d_c − d_¬c) / (d_c + d_¬c)`` (``d_c`` the nearest prototy
 ``d_¬c`` the nearest of any other class), in [−1, 1]; negative only for the predicted class.
 Conformal libraries (MAPIE, crepes) take it as their score: see ``docs/trust.md``.
 
-[`TemperatureScaling`][lvqmln_torch.core.calibration.TemperatureScaling] adds both to
-[`PrototypeNetwork`][lvqmln_torch.core.network.PrototypeNetwork]. No Lightning here.
+The functions of a network at the end ([`calibrate`][lvqmln_torch.core.calibration.calibrate],
+[`nonconformity_of`][lvqmln_torch.core.calibration.nonconformity_of], ...) are offered as
+[`PrototypeNetwork`][lvqmln_torch.core.network.PrototypeNetwork]'s methods of the same names
+(``nonconformity`` for ``nonconformity_of``). No Lightning here.
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from . import functional as F
 
 __all__ = [
     "DEFAULT_BOUNDS",
-    "TemperatureScaling",
+    "calibrate",
     "check_bounds",
+    "class_distances",
     "fit_temperature",
     "nonconformity",
+    "nonconformity_of",
     "reliability_bins",
+    "set_temperature",
     "temperature_nll",
 ]
 
@@ -224,68 +229,79 @@ def reliability_bins(probabilities: Tensor, y: Tensor, n_bins: int = 15) -> dict
     }
 
 
-class TemperatureScaling:
-    """Mixin of [`PrototypeNetwork`][lvqmln_torch.core.network.PrototypeNetwork]: class-wise
-    distances, the temperature fit, and the nonconformity scores, on arrays or tensors."""
+def set_temperature(network: Any, temperature: float) -> None:
+    """Set the temperature ``T`` of a network's probabilities (device and dtype kept).
 
-    @property
-    def temperature(self) -> float:
-        """The temperature ``T`` of the probabilities (1 until calibrated)."""
-        return float(self.head.temperature)
+    Args:
+        network: a built [`PrototypeNetwork`][lvqmln_torch.core.network.PrototypeNetwork].
+        temperature: ``T``.
 
-    def set_temperature(self, temperature: float) -> None:
-        """Set ``T`` (device and dtype kept).
+    Raises:
+        ValueError: unless ``0 < T < inf``.
+    """
+    value = float(temperature)
+    if not (0 < value < math.inf):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    network.head.temperature.fill_(value)
 
-        Raises:
-            ValueError: unless ``0 < T < inf``.
-        """
-        value = float(temperature)
-        if not (0 < value < math.inf):
-            raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-        self.head.temperature.fill_(value)
 
-    def class_distances(self, x: Any) -> Tensor:
-        """``(n, k)`` squared distance from each sample to the nearest prototype of each class
-        (float32 or wider), computed in chunks in eval and inference mode."""
-        return self.inference(
-            x,
-            lambda b: F.stratified_min_pooling(
-                self.distances(self.backbone(b)), self.prototype_labels, self.head.n_classes
-            ),
-        )
+def class_distances(network: Any, x: Any) -> Tensor:
+    """Squared distance from each sample to the nearest prototype of each class, computed in
+    chunks in eval and inference mode.
 
-    def nonconformity(self, x: Any, y: Any = None) -> Tensor:
-        """The prototype-native nonconformity score μ (see
-        [`nonconformity`][lvqmln_torch.core.calibration.nonconformity]).
+    Args:
+        network: a fitted [`PrototypeNetwork`][lvqmln_torch.core.network.PrototypeNetwork].
+        x: ``(n, …)`` inputs (array or tensor).
 
-        Args:
-            x: ``(n, …)`` inputs.
-            y: optional ``(n,)`` class indices.
+    Returns:
+        ``(n, k)`` distances (float32 or wider) on the network's device.
+    """
+    return network.inference(
+        x,
+        lambda b: F.stratified_min_pooling(
+            network.distances(network.backbone(b)), network.prototype_labels, network.head.n_classes
+        ),
+    )
 
-        Returns:
-            ``(n, k)`` scores of every class, or ``(n,)`` scores of the classes ``y``.
-        """
-        scores = nonconformity(self.class_distances(x))
-        if y is None:
-            return scores
-        _, y = _check_pooled(scores, y)
-        return scores.gather(1, y[:, None])[:, 0]
 
-    def calibrate(self, x: Any, y: Any, bounds: tuple[float, float] = DEFAULT_BOUNDS) -> float:
-        """Fit the temperature on held-out samples (never the training ones) and keep it in
-        the ``temperature`` buffer: probabilities change, predictions do not.
+def nonconformity_of(network: Any, x: Any, y: Any = None) -> Tensor:
+    """The prototype-native nonconformity score μ of a network's inputs (see
+    [`nonconformity`][lvqmln_torch.core.calibration.nonconformity]).
 
-        Args:
-            x: ``(n, …)`` held-out inputs.
-            y: ``(n,)`` their class indices.
-            bounds: ``(low, high)`` limits of ``T``.
+    Args:
+        network: a fitted [`PrototypeNetwork`][lvqmln_torch.core.network.PrototypeNetwork].
+        x: ``(n, …)`` inputs.
+        y: optional ``(n,)`` class indices.
 
-        Returns:
-            The fitted ``T``.
+    Returns:
+        ``(n, k)`` scores of every class, or ``(n,)`` scores of the classes ``y``.
 
-        Raises:
-            ValueError: see [`fit_temperature`][lvqmln_torch.core.calibration.fit_temperature].
-        """
-        temperature = fit_temperature(self.class_distances(x), torch.as_tensor(y), bounds)
-        self.set_temperature(temperature)
-        return temperature
+    Raises:
+        ValueError: for labels of the wrong shape or outside ``[0, k)``.
+    """
+    scores = nonconformity(class_distances(network, x))
+    if y is None:
+        return scores
+    _, y = _check_pooled(scores, y)
+    return scores.gather(1, y[:, None])[:, 0]
+
+
+def calibrate(network: Any, x: Any, y: Any, bounds: tuple[float, float] = DEFAULT_BOUNDS) -> float:
+    """Fit a network's temperature on held-out samples (never the training ones) and keep it in
+    its ``head.temperature`` buffer: probabilities change, predictions do not.
+
+    Args:
+        network: a fitted [`PrototypeNetwork`][lvqmln_torch.core.network.PrototypeNetwork].
+        x: ``(n, …)`` held-out inputs.
+        y: ``(n,)`` their class indices.
+        bounds: ``(low, high)`` limits of ``T``.
+
+    Returns:
+        The fitted ``T``.
+
+    Raises:
+        ValueError: see [`fit_temperature`][lvqmln_torch.core.calibration.fit_temperature].
+    """
+    temperature = fit_temperature(class_distances(network, x), torch.as_tensor(y), bounds)
+    set_temperature(network, temperature)
+    return temperature

@@ -13,9 +13,8 @@ import torch
 from sklearn.exceptions import NotFittedError
 from torch import Tensor, nn
 
-from . import explanations
+from . import calibration, explanations
 from .backbones import CNNBackbone
-from .calibration import TemperatureScaling
 from .construction import build_parts, seeded_generator
 from .explain import CHUNK
 from .head import PrototypeHead
@@ -25,15 +24,15 @@ from .validation import check_n_classes
 __all__ = ["PrototypeNetwork"]
 
 
-class PrototypeNetwork(TemperatureScaling, nn.Module):
+class PrototypeNetwork(nn.Module):
     """Backbone, prototypes in its latent space, their labels, and the prototype head.
 
     ``x (n, …) → backbone → z (n, latent_dim) → squared distances (n, P) to the prototypes →
     labels (n,) / probabilities (n, k)``. Built empty (``PrototypeNetwork()``) and filled by
     [`install`][lvqmln_torch.core.network.PrototypeNetwork.install], or from its parts. The explanations, exemplars, projection and
     reject option are the functions of [`lvqmln_torch.core.explanations`][lvqmln_torch.core.explanations],
-    also offered as methods; the temperature fit and the conformal scores are
-    [`TemperatureScaling`][lvqmln_torch.core.calibration.TemperatureScaling]'s.
+    also offered as methods; so are the temperature fit and the conformal scores of
+    [`lvqmln_torch.core.calibration`][lvqmln_torch.core.calibration].
 
     Args:
         backbone: maps inputs to ``(n, latent_dim)``.
@@ -281,7 +280,7 @@ class PrototypeNetwork(TemperatureScaling, nn.Module):
 
     def predict_proba(self, x: Any) -> Tensor:
         """``(n, n_classes)`` softmax over classes of −(per-class minimum squared distance) / T
-        (``T`` = [`temperature`][lvqmln_torch.core.calibration.TemperatureScaling.temperature])."""
+        (``T`` = [`temperature`][lvqmln_torch.core.network.PrototypeNetwork.temperature])."""
         return self.inference(
             x,
             lambda b: self.head.probabilities(
@@ -337,3 +336,31 @@ class PrototypeNetwork(TemperatureScaling, nn.Module):
         """The smallest threshold reaching ``target_accuracy`` on ``(x, y)`` (see
         [`rejection_threshold`][lvqmln_torch.core.explanations.rejection_threshold])."""
         return explanations.rejection_threshold(self, x, y, target_accuracy)
+
+    # ------------------------------------------------------------------ calibration
+    # Each is the function of the same name in lvqmln_torch.core.calibration (documented there).
+    @property
+    def temperature(self) -> float:
+        """The temperature ``T`` of the probabilities (1 until calibrated)."""
+        return float(self.head.temperature)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Set ``T`` (see [`set_temperature`][lvqmln_torch.core.calibration.set_temperature])."""
+        calibration.set_temperature(self, temperature)
+
+    def class_distances(self, x: Any) -> Tensor:
+        """``(n, k)`` squared distance from each sample to the nearest prototype of each class
+        (see [`class_distances`][lvqmln_torch.core.calibration.class_distances])."""
+        return calibration.class_distances(self, x)
+
+    def nonconformity(self, x: Any, y: Any = None) -> Tensor:
+        """``(n, k)`` nonconformity scores μ of every class, or ``(n,)`` of the classes ``y``
+        (see [`nonconformity_of`][lvqmln_torch.core.calibration.nonconformity_of])."""
+        return calibration.nonconformity_of(self, x, y)
+
+    def calibrate(
+        self, x: Any, y: Any, bounds: tuple[float, float] = calibration.DEFAULT_BOUNDS
+    ) -> float:
+        """Fit ``T`` on held-out ``(n, …)`` inputs ``x`` with ``(n,)`` class indices ``y``;
+        returns it (see [`calibrate`][lvqmln_torch.core.calibration.calibrate])."""
+        return calibration.calibrate(self, x, y, bounds)

@@ -4,7 +4,7 @@ live; the GLVQ loss trains both."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,21 +16,22 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from ..core import functional as F
+from ..core.calibration import DEFAULT_BOUNDS
 from ..core.construction import backbone_lr, build_parts
 from ..core.network import PrototypeNetwork
 from ..core.validation import needs_minibatches_error
-from ..training.config import INIT_SAMPLE_SIZE, module_config, upgrade_checkpoint
-from ..training.groups import merge_equal_groups, regroup_checkpoint
+from ..training.config import INIT_SAMPLE_SIZE, module_config
+from ..training.groups import merge_equal_groups
 from ..training.optimizers import OPTIMIZERS, build_optimizer, parameter_groups
-from ..training.rules import LookaheadRule, nonfinite_loss_error, shadow_rules
+from ..training.rules import nonfinite_loss_error
 from ..training.schedules import ScheduleLR
-from .calibration import ModuleCalibration
-from .metrics import EpochStats
+from . import calibration, checkpointing
+from .metrics import EpochStats, attach_epoch_stats, log_epoch_metrics
 from .user_data import (
     DeferredHparams,
     first_samples,
     initialize_from_sample,
-    read_sizes,
+    prepare_module,
     sizes_known,
     unpack,
 )
@@ -38,7 +39,7 @@ from .user_data import (
 __all__ = ["LVQMLN", "nonfinite_loss_error"]
 
 
-class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
+class LVQMLN(PrototypeNetwork, LightningModule):
     """LVQ Multi-Layer Network.
 
     ``x → backbone → z (n, latent_dim)``; prototypes ``W (P, latent_dim)`` with labels
@@ -146,14 +147,7 @@ class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
         self._initializer = config.initializer
         self._transfer = config.transfer
         self._optimizer_cls = config.optimizer_cls
-        self.train_stats, self.val_stats, self.test_stats = (EpochStats() for _ in range(3))
-        # The logged values, as attributes: Lightning finds a logged metric by its attribute.
-        self.train_loss, self.val_loss, self.test_loss = (
-            s.loss for s in (self.train_stats, self.val_stats, self.test_stats)
-        )
-        self.train_acc, self.val_acc, self.test_acc = (
-            s.accuracy for s in (self.train_stats, self.val_stats, self.test_stats)
-        )
+        attach_epoch_stats(self)  # train_stats, train_loss, train_acc, val_stats, ...
         # The optimizer step the epoch started at: with the train stats' count of steps before
         # the loss turned non-finite, it locates a non-finite loss without a host sync per step.
         self._epoch_start_step = 0
@@ -171,6 +165,13 @@ class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
         self.install(backbone, prototypes, labels, n_classes, input_shape)
         self._prototypes_ready = given
         self.freeze_parts(hp.freeze)
+
+    @override
+    def install(self, *args: Any, **kwargs: Any) -> None:
+        """The network's [`install`][lvqmln_torch.core.network.PrototypeNetwork.install], plus
+        the ``val_ece`` metric for its class count."""
+        super().install(*args, **kwargs)
+        self.val_ece = calibration.calibration_error_metric(self.head.n_classes)
 
     @property
     def classes_(self) -> np.ndarray:
@@ -193,28 +194,7 @@ class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
         Raises:
             ValueError: when the sizes are neither given nor readable from ``datamodule``.
         """
-        if not self.is_built:
-            if datamodule is not None:
-                read_sizes(self.hparams, datamodule, self._custom_backbone is not None)
-            if self.hparams.n_classes is None and self.hparams.initial_prototype_labels is None:
-                raise ValueError(
-                    "LVQMLN needs the number of classes: pass n_classes (or classes), or give "
-                    "the datamodule an n_classes attribute; it is not read from batches, "
-                    "which need not show every class"
-                )
-            if not sizes_known(self.hparams, self._custom_backbone is not None):
-                raise ValueError(
-                    "LVQMLN cannot infer its input size: pass in_features (MLP) or input_shape "
-                    "(CNN), or fit with a datamodule (its n_features / input_shape, else its "
-                    "first training batch)"
-                )
-            self._build()
-        if initialize and not self._prototypes_ready and hasattr(datamodule, "init_sample"):
-            hp = self.hparams
-            self._initialize_from_data(
-                lambda: datamodule.init_sample(hp.init_sample_size, hp.seed),
-                f"{type(datamodule).__name__}.init_sample",
-            )
+        prepare_module(self, datamodule, initialize)
 
     @override
     def setup(self, stage: str) -> None:
@@ -230,7 +210,9 @@ class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
         if self._backbone_frozen:  # after Lightning's check for modules in eval mode
             self.backbone.eval()  # BatchNorm statistics and dropout fixed (see train())
         if not self._prototypes_ready:
-            self._initialize_from_data(
+            initialize_from_sample(
+                self,
+                self._initializer,
                 lambda: first_samples(self.trainer.train_dataloader, self.hparams.init_sample_size),
                 "the first training batches",
             )
@@ -253,46 +235,18 @@ class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["prototype_sources"] = self.prototype_sources  # see PrototypeProjection
+        checkpointing.store_in_checkpoint(self, checkpoint)
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._prototypes_ready = True
-        self.prototype_sources = checkpoint.get("prototype_sources")
-        # Checkpoints of 0.1.x: a CNN predating cnn_head is upstream's, rebuilt as such.
-        if upgrade_checkpoint(checkpoint, self.hparams) and self.is_built:
-            self._build()
-        if self._trainer is not None and self.is_built:
-            from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision
-
-            # Saved with two groups, resumed with one (or the other way round).
-            groups = self.parameter_groups()
-            regroup_checkpoint(
-                checkpoint, [g["name"] for g in groups], [len(g["params"]) for g in groups]
-            )
-
-            # Lightning loads the weights before the precision plugin converts the module;
-            # convert first, or a 64-true resume would round the float64 weights to float32.
-            plugin = self.trainer.precision_plugin
-            if isinstance(plugin, DoublePrecision | HalfPrecision):
-                plugin.convert_module(self)
+        checkpointing.restore_from_checkpoint(self, checkpoint)
 
     @override
     def configure_callbacks(self) -> list[Callback]:
-        from .callbacks import ExponentialMovingAverage, Lookahead, StallDetection
-        from .callbacks._state_key import not_attached
+        from .callbacks.defaults import default_callbacks
 
-        attached = self.trainer.callbacks if self._trainer is not None else []
-        # The user's own StallDetection (any settings) is kept, not replaced.
-        stall = any(isinstance(c, StallDetection) for c in attached)
-        callbacks: list[Callback] = [] if stall else [StallDetection()]
-        # One callback per shadow rule, in the order shadow_rules decides.
-        for rule in shadow_rules(self.hparams.ema_decay, self.hparams.lookahead):
-            if isinstance(rule, LookaheadRule):
-                callbacks.append(Lookahead(rule.sync_period, rule.slow_step_size))
-            else:
-                callbacks.append(ExponentialMovingAverage(rule.decay))
-        return not_attached(callbacks, attached)
+        # See default_callbacks: stall detection and the shadow-weight rules' callbacks.
+        return default_callbacks(self.hparams, self.trainer.callbacks if self._trainer else [])
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups (see [`parameter_groups`][lvqmln_torch.training.optimizers.parameter_groups]),
@@ -320,12 +274,6 @@ class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
 
-    # ------------------------------------------------------------------ initialisation
-    def _initialize_from_data(
-        self, read_sample: Callable[[], tuple[Tensor, Tensor]], source: str
-    ) -> None:
-        initialize_from_sample(self, self._initializer, read_sample, source)
-
     # ------------------------------------------------------------------ steps
     def _step(self, batch: Any, stats: EpochStats) -> Tensor:
         x, y, w = unpack(batch)
@@ -351,7 +299,7 @@ class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
         winners = self.prototype_labels.index_select(0, distances.argmin(dim=1))  # no grad
         n = y.shape[0]
         stats.add(loss.detach(), w.detach().sum() if w is not None else n, (winners == y).sum(), n)
-        self.track_calibration(stats, distances, y)  # val_ece
+        calibration.track_calibration(self, stats, distances, y)  # val_ece
         return loss
 
     @override
@@ -361,7 +309,7 @@ class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
     @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self._step(batch, self.train_stats)
-        self._log_epoch_metrics("train", prog_bar=True)
+        log_epoch_metrics(self, "train", prog_bar=True)
         return loss
 
     @override
@@ -374,27 +322,12 @@ class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
     @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, self.val_stats)
-        self._log_epoch_metrics("val", prog_bar=True)
+        log_epoch_metrics(self, "val", prog_bar=True)
 
     @override
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, self.test_stats)
-        self._log_epoch_metrics("test", prog_bar=False)
-
-    def _log_epoch_metrics(self, stage: str, prog_bar: bool) -> None:
-        """Hand the stage's loss and accuracy to ``self.log`` (per epoch).
-
-        The sums accumulate in every step and Lightning computes and resets them at the
-        epoch's end, so registering them once per epoch logs the same values as once per step,
-        while each ``self.log`` call costs Lightning about a millisecond of Python. Logged on
-        the first update after a reset: an epoch's first batch, or a run resumed mid-epoch.
-        """
-        stats = getattr(self, f"{stage}_stats")
-        if stats.update_count == 1:
-            self.log(f"{stage}_loss", stats.loss, on_step=False, on_epoch=True, prog_bar=prog_bar)
-            self.log(
-                f"{stage}_acc", stats.accuracy, on_step=False, on_epoch=True, prog_bar=prog_bar
-            )
+        log_epoch_metrics(self, "test", prog_bar=False)
 
     @override
     def predict_step(
@@ -415,3 +348,24 @@ class LVQMLN(ModuleCalibration, PrototypeNetwork, LightningModule):
         """``(n,)`` original labels (from [`classes_`][lvqmln_torch.lightning.model.LVQMLN.classes_]) of the nearest prototypes."""
         indices = self.predict_indices(x).cpu().numpy()  # first: raises NotFittedError
         return self.classes_[indices]
+
+    # ------------------------------------------------------------------ calibration
+    # Each is the function of the same name in lvqmln_torch.lightning.calibration (documented there).
+    @override
+    def calibrate(
+        self,
+        data: Any,
+        y: Any = None,
+        bounds: tuple[float, float] = DEFAULT_BOUNDS,
+        reduce: Callable[[Tensor], Tensor] | None = None,
+    ) -> float:
+        """Fit the temperature on held-out data: a DataLoader of ``(x, y[, w])`` batches, or
+        ``(n, …)`` inputs with ``(n,)`` class indices ``y``; returns it (see
+        [`calibrate`][lvqmln_torch.lightning.calibration.calibrate])."""
+        return calibration.calibrate(self, data, y, bounds, reduce)
+
+    def nonconformity_from(self, loader: Iterable[Any]) -> tuple[Tensor, Tensor]:
+        """``(scores (n, k), y (n,))``: the nonconformity scores μ of every class for every
+        sample of a loader, and the labels (see
+        [`nonconformity_from`][lvqmln_torch.lightning.calibration.nonconformity_from])."""
+        return calibration.nonconformity_from(self, loader)

@@ -21,6 +21,7 @@ __all__ = [
     "first_samples",
     "initialize_from_sample",
     "merged_hparams",
+    "prepare_module",
     "read_sizes",
     "sample_shape_of",
     "sizes_known",
@@ -244,6 +245,48 @@ def initialize_from_sample(
         for buffer, value in zip(statistics, values):
             buffer.copy_(value)
     module.set_prototypes(prototypes, labels)
+
+
+def prepare_module(module: Any, datamodule: Any = None, initialize: bool = True) -> None:
+    """Build a module and initialise its prototypes from a datamodule's sample (see
+    [`LVQMLN.prepare`][lvqmln_torch.lightning.model.LVQMLN.prepare]); steps already done are
+    skipped.
+
+    Args:
+        module: an [`LVQMLN`][lvqmln_torch.lightning.model.LVQMLN].
+        datamodule: any object: its sizes fill those left ``None`` (see
+            [`read_sizes`][lvqmln_torch.lightning.user_data.read_sizes]); its
+            ``init_sample(init_sample_size, seed)``, if any, initialises the prototypes.
+        initialize: initialise the prototypes (not when a checkpoint brings them).
+
+    Raises:
+        ValueError: when the sizes are neither given nor readable from ``datamodule``.
+    """
+    hp = module.hparams
+    if not module.is_built:
+        custom = module._custom_backbone is not None
+        if datamodule is not None:
+            read_sizes(hp, datamodule, custom)
+        if hp["n_classes"] is None and hp["initial_prototype_labels"] is None:
+            raise ValueError(
+                "LVQMLN needs the number of classes: pass n_classes (or classes), or give "
+                "the datamodule an n_classes attribute; it is not read from batches, "
+                "which need not show every class"
+            )
+        if not sizes_known(hp, custom):
+            raise ValueError(
+                "LVQMLN cannot infer its input size: pass in_features (MLP) or input_shape "
+                "(CNN), or fit with a datamodule (its n_features / input_shape, else its "
+                "first training batch)"
+            )
+        module._build()
+    if initialize and not module.prototypes_ready and hasattr(datamodule, "init_sample"):
+        initialize_from_sample(
+            module,
+            module._initializer,
+            lambda: datamodule.init_sample(hp["init_sample_size"], hp["seed"]),
+            f"{type(datamodule).__name__}.init_sample",
+        )
 
 
 class DeferredHparams:

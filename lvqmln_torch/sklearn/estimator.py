@@ -327,14 +327,9 @@ class LVQMLNClassifier(
         on first access (importing Lightning), from the same weights, and replaces
         ``network_``, so the two stay one model."""
         check_is_fitted(self, "network_")
-        from ..lightning.model import LVQMLN
+        from .lightning_fit import as_module
 
-        if not isinstance(self.network_, LVQMLN):
-            model = LVQMLN(**self.module_hparams_)
-            model.to(self.network_.prototypes.dtype)
-            model.load_state_dict(self.network_.state_dict())
-            model.prototype_sources = self.network_.prototype_sources
-            self.network_ = model
+        self.network_ = as_module(self.network_, self.module_hparams_)
         return self.network_
 
     # ------------------------------------------------------------------ inference

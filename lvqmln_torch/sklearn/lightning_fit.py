@@ -20,7 +20,7 @@ from ..lightning.model import LVQMLN
 from ..training.stopping import StoppingPlan
 from .numpy_engine import FitHistory
 
-__all__ = ["fit_lightning"]
+__all__ = ["as_module", "fit_lightning"]
 
 
 class _History(Callback):
@@ -83,3 +83,24 @@ def fit_lightning(
     trainer.fit(model, datamodule=datamodule)
     model.trainer = None  # drop the trainer (and the data it holds)
     return model, recorder.history
+
+
+def as_module(network: Any, hparams: Mapping[str, Any]) -> LVQMLN:
+    """A fitted network as an [`LVQMLN`][lvqmln_torch.lightning.model.LVQMLN] LightningModule
+    with the same weights, dtype and projection sources (``network`` itself when it is one).
+
+    Args:
+        network: a fitted [`PrototypeNetwork`][lvqmln_torch.core.network.PrototypeNetwork]
+            (from the numpy engine) or ``LVQMLN``.
+        hparams: the module's hyperparameters (the estimator's ``module_hparams_``).
+
+    Returns:
+        The LightningModule.
+    """
+    if isinstance(network, LVQMLN):
+        return network
+    model = LVQMLN(**hparams)
+    model.to(network.prototypes.dtype)
+    model.load_state_dict(network.state_dict())
+    model.prototype_sources = network.prototype_sources
+    return model

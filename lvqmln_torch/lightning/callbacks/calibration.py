@@ -36,7 +36,7 @@ class _Chain:
 
 class TemperatureCalibration(Callback):
     """Temperature scaling at the end of ``Trainer.fit``: fit ``T`` on every batch of the
-    validation loaders (see [`calibrate`][lvqmln_torch.lightning.calibration.ModuleCalibration.calibrate])
+    validation loaders (see [`calibrate`][lvqmln_torch.lightning.calibration.calibrate])
     on the weights the fit ends with (after [`RestoreBest`][lvqmln_torch.lightning.callbacks.RestoreBest],
     EMA and projection: it moves itself behind the other callbacks when the fit starts). Under
     DDP every rank reads its shard and all get the same ``T``.
