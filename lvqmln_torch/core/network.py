@@ -13,7 +13,8 @@ import torch
 from sklearn.exceptions import NotFittedError
 from torch import Tensor, nn
 
-from .backbones import CNNBackbone, MLPBackbone
+from .backbones import CNNBackbone, IdentityBackbone, MLPBackbone
+from .certify import CertifiedRobustness
 from .explain import CHUNK, PrototypeExplanations
 from .head import PrototypeHead
 from .initializers import initialize_prototypes, prototype_labels_for, resolve_prototypes_per_class
@@ -23,12 +24,15 @@ __all__ = [
     "BACKBONES",
     "DEFAULT_ACTIVATION",
     "DEFAULT_BB_LR_FACTOR",
+    "FLAT_BACKBONES",
     "PrototypeNetwork",
     "backbone_lr",
     "build_parts",
 ]
 
-BACKBONES = ("mlp", "cnn")
+BACKBONES = ("mlp", "cnn", "identity")
+# The backbones of flat (n, d) inputs; "identity" keeps the prototypes in input space.
+FLAT_BACKBONES = ("mlp", "identity")
 # activation=None means the backbone's default: upstream's for the MLP (the prosemble drop-in);
 # tanh for our CNN, whose bounded, zero-centred codes keep the prototypes apart
 # (benchmarks/cnn_diagnosis.py: relu and sigmoid stay at chance on digits images).
@@ -37,7 +41,7 @@ DEFAULT_ACTIVATION = {"mlp": "sigmoid", "cnn": "tanh"}
 # everything, Adam's first steps (each about lr in size) are larger than the spread of the
 # untrained latent codes and push every code away from every prototype alike (μ → 0, the
 # loss flat at 0, chance accuracy); benchmarks/cnn_diagnosis.py measures it.
-DEFAULT_BB_LR_FACTOR = {"mlp": 1.0, "cnn": 0.3, "custom": 1.0}
+DEFAULT_BB_LR_FACTOR = {"mlp": 1.0, "cnn": 0.3, "custom": 1.0, "identity": 1.0}
 
 
 def seeded_generator(seed: int, offset: int) -> torch.Generator:
@@ -79,7 +83,13 @@ def build_parts(
             activation,
             config["latent_activation"],
             generator=generator,
+            lipschitz=config.get("lipschitz"),
         )
+        input_shape = (int(config["in_features"]),)
+    elif kind == "identity":
+        if config.get("in_features") is None:
+            raise ValueError("backbone='identity' needs in_features (or a datamodule that has it)")
+        backbone = IdentityBackbone(config["in_features"])
         input_shape = (int(config["in_features"]),)
     else:
         if config.get("input_shape") is None:
@@ -94,6 +104,7 @@ def build_parts(
             generator=generator,
             head=config.get("cnn_head", "mean"),
             standardize=config.get("standardize_input", False),
+            lipschitz=config.get("lipschitz"),
         )
         input_shape = tuple(int(s) for s in config["input_shape"])
     n_classes = config.get("n_classes")
@@ -111,7 +122,8 @@ def build_parts(
         counts = resolve_prototypes_per_class(
             config["n_prototypes_per_class"], n_classes, config.get("classes")
         )
-        prototypes = torch.zeros(sum(counts), config["latent_dim"])
+        latent_dim = backbone.latent_dim if kind == "identity" else config["latent_dim"]
+        prototypes = torch.zeros(sum(counts), latent_dim)
         labels = prototype_labels_for(counts)
     check_n_classes(n_classes, "n_classes")
     classes = config.get("classes")
@@ -120,13 +132,14 @@ def build_parts(
     return backbone, prototypes, labels, int(n_classes), input_shape, given
 
 
-class PrototypeNetwork(PrototypeExplanations, nn.Module):
+class PrototypeNetwork(PrototypeExplanations, CertifiedRobustness, nn.Module):
     """Backbone, prototypes in its latent space, their labels, and the prototype head.
 
     ``x (n, …) → backbone → z (n, latent_dim) → squared distances (n, P) to the prototypes →
     labels (n,) / probabilities (n, k)``. Built empty (``PrototypeNetwork()``) and filled by
     [`install`][lvqmln_torch.core.network.PrototypeNetwork.install], or from its parts. The explanations, exemplars, projection and reject
-    option are [`PrototypeExplanations`][lvqmln_torch.core.explain.PrototypeExplanations]' methods.
+    option are [`PrototypeExplanations`][lvqmln_torch.core.explain.PrototypeExplanations]' methods;
+    certified radii [`CertifiedRobustness`][lvqmln_torch.core.certify.CertifiedRobustness]'.
 
     Args:
         backbone: maps inputs to ``(n, latent_dim)``.

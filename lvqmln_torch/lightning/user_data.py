@@ -116,15 +116,16 @@ def read_sizes(hparams: Any, datamodule: Any, custom_backbone: bool) -> None:
     if hparams["classes"] is None and getattr(datamodule, "classes_", None) is not None:
         hparams["classes"] = plain(datamodule.classes_)
     backbone = hparams["backbone"]
-    wanted = "in_features" if backbone == "mlp" else "input_shape"
+    flat = backbone in ("mlp", "identity")
+    wanted = "in_features" if flat else "input_shape"
     if custom_backbone or hparams[wanted] is not None:
         return
     shape, where = sample_shape_of(datamodule)
     if shape is None:
         return
-    if backbone == "mlp" and len(shape) != 1:
+    if flat and len(shape) != 1:
         raise ValueError(
-            f"backbone='mlp' needs flat (n, d) inputs, but the samples have shape {shape} "
+            f"backbone={backbone!r} needs flat (n, d) inputs, but the samples have shape {shape} "
             f"({where}); use backbone='cnn' for (n, C, H, W) images, or flatten the inputs"
         )
     if backbone == "cnn" and len(shape) != 3:
@@ -133,7 +134,9 @@ def read_sizes(hparams: Any, datamodule: Any, custom_backbone: bool) -> None:
             f"{shape} ({where}); use backbone='mlp' for flat inputs, or reshape them to "
             "images and pass input_shape=(C, H, W)"
         )
-    hparams[wanted] = shape[0] if backbone == "mlp" else list(shape)
+    hparams[wanted] = shape[0] if flat else list(shape)
+    if backbone == "identity":
+        hparams["latent_dim"] = shape[0]  # the latent space is the input space
 
 
 def merged_hparams(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict[str, Any] | None:

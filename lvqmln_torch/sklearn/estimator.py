@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..core.network import PrototypeNetwork
+from ..core.network import FLAT_BACKBONES, PrototypeNetwork
 from ..core.validation import check_n_classes, check_sample_weight, needs_minibatches_error
 from ..data.arrays import ArrayData
 from ..training.config import module_config
@@ -25,11 +25,14 @@ from .numpy_engine import fit_estimator_numpy
 from .output import quiet
 from .params import check_params, module_arguments, resolve_precision
 from .persistence import load_estimator, save_estimator, set_fitted
+from .robustness import RobustnessMixin
 
 __all__ = ["LVQMLNClassifier", "from_prosemble"]
 
 
-class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
+class LVQMLNClassifier(
+    ExplanationsMixin, RobustnessMixin, ClassifierMixin, TransformerMixin, BaseEstimator
+):
     """LVQMLN as a scikit-learn classifier (a drop-in for ``prosemble.models.LVQMLN``).
 
     ``x → backbone (MLP or CNN) → z``; prototypes live in the latent space of ``z``; the GLVQ
@@ -68,7 +71,8 @@ class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, Bas
         lookahead: ``{"sync_period": 6, "slow_step_size": 0.5}`` (or a subset of the keys).
         mixed_precision: ``"bfloat16"`` or ``"float16"`` (Lightning ``bf16-mixed`` /
             ``16-mixed``).
-        backbone: ``"mlp"`` (inputs ``(n, d)``) or ``"cnn"`` (images ``(n, C, H, W)``).
+        backbone: ``"mlp"`` (inputs ``(n, d)``), ``"cnn"`` (images ``(n, C, H, W)``) or
+            ``"identity"`` (no backbone: prototypes in input space, the shallow GLVQ).
         channels: CNN output channels per conv layer (``None`` → ``[16, 32]``).
         kernel_sizes: CNN kernel size per conv layer (``None`` → ``[3, 3]``).
         cnn_head: ``"flatten"`` (2×2 max-pool, flatten, linear) or ``"mean"`` (upstream's
@@ -95,11 +99,18 @@ class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, Bas
             code of its nearest training sample of the same class (ProtoPNet's "push"), so
             every prototype is a real example; ``prototype_sources_`` holds those samples'
             rows of ``X`` (``None`` without projection).
+        lipschitz: ``None``, ``"spectral"`` or ``"orthogonal"`` (MLP only): backbone layers
+            of norm 1 (see [`lipschitz_control`][lvqmln_torch.core.lipschitz_control]).
+        robust_eps: train for a certified L2 radius of this size in input space (a hinge on
+            the certified radius added to the loss; 0: off).
+        robust_weight: the weight of that hinge.
 
     Explanations (`explain`, `confidence`, `prototype_exemplars`) and the
     reject option (`predict_with_reject`, `accuracy_rejection_curve`,
     `rejection_threshold`) come from
-    [`ExplanationsMixin`][lvqmln_torch.sklearn.explanations.ExplanationsMixin].
+    [`ExplanationsMixin`][lvqmln_torch.sklearn.explanations.ExplanationsMixin]; certified
+    radii (`certify`, `certified_accuracy`, `lipschitz_bound`) from
+    [`RobustnessMixin`][lvqmln_torch.sklearn.robustness.RobustnessMixin].
     """
 
     def __init__(
@@ -142,6 +153,9 @@ class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, Bas
         verbose: bool = False,
         engine: str = "auto",
         project_prototypes: bool = False,
+        lipschitz: str | None = None,
+        robust_eps: float = 0.0,
+        robust_weight: float = 1.0,
     ) -> None:
         self.hidden_sizes = hidden_sizes
         self.latent_dim = latent_dim
@@ -181,15 +195,18 @@ class LVQMLNClassifier(ExplanationsMixin, ClassifierMixin, TransformerMixin, Bas
         self.verbose = verbose
         self.engine = engine
         self.project_prototypes = project_prototypes
+        self.lipschitz = lipschitz
+        self.robust_eps = robust_eps
+        self.robust_weight = robust_weight
 
     # ------------------------------------------------------------------ validation
     def _validate_X_y(
         self, X: Any, y: Any, dtype: type[np.floating], backbone: str
     ) -> tuple[np.ndarray, np.ndarray]:
         X, y = validate_data(self, X, y, dtype=dtype, allow_nd=True, y_numeric=False)
-        if backbone == "mlp" and X.ndim != 2:
+        if backbone in FLAT_BACKBONES and X.ndim != 2:
             raise ValueError(
-                f"backbone='mlp' needs 2-D inputs (n_samples, n_features), got shape {X.shape}; "
+                f"backbone={backbone!r} needs 2-D inputs (n_samples, n_features), got shape {X.shape}; "
                 "for images (n, C, H, W) use backbone='cnn'"
             )
         if backbone == "cnn" and X.ndim != 4:

@@ -111,6 +111,9 @@ ESTIMATOR_CONSTRAINTS: dict[str, Callable[[str, Any], Any]] = {
     "verbose": Boolean(),
     "engine": Options(ENGINES, noun="engines"),
     "project_prototypes": Boolean(),
+    "lipschitz": _shared("lipschitz"),
+    "robust_eps": _shared("robust_eps"),
+    "robust_weight": _shared("robust_weight"),
 }
 
 
@@ -230,4 +233,7 @@ def module_arguments(
         "lookahead": get("lookahead"),
         "seed": get("random_seed", 42),
         "init_sample_size": INIT_SAMPLE_SIZE,
+        "lipschitz": get("lipschitz"),
+        "robust_eps": get("robust_eps", 0.0),
+        "robust_weight": get("robust_weight", 1.0),
     }

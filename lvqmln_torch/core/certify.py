@@ -1,0 +1,298 @@
+"""Certified robustness of nearest-prototype decisions in a backbone's latent space.
+
+With squared Euclidean distances ``d_k = ‖z − w_k‖²``, winner ``w_i`` (class ``c``) and any
+prototype ``w_j`` of another class, ``d_j − d_i = 2 z·(w_i − w_j) + ‖w_j‖² − ‖w_i‖²`` is
+linear in ``z``: the two prototypes tie on the bisecting hyperplane, at distance
+``(d_j − d_i) / (2 ‖w_i − w_j‖)`` from ``z``. The label cannot change before ``z`` reaches one of
+those hyperplanes, so their nearest is a certified latent radius (Voráček and Hein, "Provably
+adversarially robust nearest prototype classifiers", ICML 2022); with one prototype per class
+the decision regions are the polytopes the hyperplanes bound, and it is the exact distance to
+the decision boundary. A backbone with ``‖f(x) − f(x')‖ ≤ L ‖x − x'‖`` turns it into a certified
+L2 radius in input space: the latent radius over ``L`` (see
+[`lvqmln_torch.core.lipschitz`][lvqmln_torch.core.lipschitz]).
+
+A radius ``r`` certifies that no perturbation of L2 norm below ``r`` changes the prediction;
+the certified accuracy at ``ε`` is the share of samples predicted correctly with ``r ≥ ε``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .explain import CHUNK, checked_inputs, checked_labels
+from .explain import _evaluating as evaluating
+from .validation import Real
+
+__all__ = [
+    "CertifiedRobustness",
+    "add_robust_term",
+    "backbone_lipschitz",
+    "check_eps",
+    "latent_radius",
+    "robust_hinge",
+    "signed_margin",
+]
+
+
+def backbone_lipschitz(backbone: nn.Module) -> float:
+    """The backbone's ``lipschitz_bound()``: an upper bound on its L2 Lipschitz constant.
+
+    Raises:
+        TypeError: for a backbone without a ``lipschitz_bound()`` method.
+        ValueError: when it returns a negative or non-finite value.
+    """
+    method = getattr(backbone, "lipschitz_bound", None)
+    if not callable(method):
+        raise TypeError(
+            f"cannot certify: the backbone {type(backbone).__name__} has no lipschitz_bound() "
+            "method. The built-in 'mlp', 'cnn' and 'identity' backbones have one; give your "
+            "own backbone a lipschitz_bound() -> float returning an upper bound on its L2 "
+            "Lipschitz constant (lvqmln_torch.core.lipschitz.sequential_bound computes one for "
+            "chains of Linear, Conv2d, pooling and activation layers), or use certify_latent"
+        )
+    bound = float(method())
+    if not bound >= 0.0 or bound == float("inf"):
+        raise ValueError(f"the backbone's lipschitz_bound() returned {bound}; it must be finite")
+    return bound
+
+
+def _wide(t: Tensor) -> Tensor:
+    # float64 where the device has it (MPS does not): the margins difference distances.
+    return t.to(torch.float32 if t.device.type == "mps" else torch.float64)
+
+
+def signed_margin(z: Tensor, prototypes: Tensor, prototype_labels: Tensor, y: Tensor) -> Tensor:
+    """The signed latent distance to the nearest bisector between the nearest prototype of
+    class ``y`` and any prototype of another class: ``min_j (d_j − d_i) / (2 ‖w_i − w_j‖)``, ``i``
+    the nearest prototype of class ``y``, ``j`` over the other classes' prototypes. Positive
+    where ``y`` is predicted (with that margin), negative or 0 where it is not;
+    differentiable (the robust objective's margin), in the inputs' dtype.
+
+    Args:
+        z: ``(n, latent_dim)`` latent codes.
+        prototypes: ``(P, latent_dim)``.
+        prototype_labels: ``(P,)`` class indices.
+        y: ``(n,)`` class indices.
+
+    Returns:
+        ``(n,)`` margins (``inf`` where no prototype of another class exists).
+    """
+    y = y.to(prototype_labels.device)
+    squares = (prototypes * prototypes).sum(dim=1)
+    # d_k − ‖z‖²: the part of the distances that differs between prototypes.
+    partial = squares[None, :] - 2.0 * (z @ prototypes.T)
+    own = prototype_labels[None, :] == y[:, None]
+    inf = partial.new_tensor(float("inf"))
+    winner = torch.where(own, partial, inf).argmin(dim=1)
+    # ‖w_i − w_j‖² for the winners' rows only: (n, P), never (P, P, latent_dim).
+    won = prototypes.index_select(0, winner)
+    gaps = squares[winner][:, None] + squares[None, :] - 2.0 * (won @ prototypes.T)
+    gap = gaps.clamp_min(torch.finfo(z.dtype).tiny).sqrt()
+    numerator = partial - partial.gather(1, winner[:, None])
+    return torch.where(own, inf, numerator / (2.0 * gap)).amin(dim=1)
+
+
+def latent_radius(
+    z: Tensor,
+    prototypes: Tensor,
+    prototype_labels: Tensor,
+    y: Tensor | None = None,
+    predicted: Tensor | None = None,
+) -> Tensor:
+    """Certified L2 radii in latent space (computed in float64; no gradient).
+
+    Args:
+        z: ``(n, latent_dim)`` latent codes.
+        prototypes: ``(P, latent_dim)``.
+        prototype_labels: ``(P,)`` class indices.
+        y: optional ``(n,)`` class indices: 0 where the prediction is not ``y``.
+        predicted: optional ``(n,)`` predicted classes (the network's, from its own
+            distances); by default the nearest prototype's class in float64. Where a near tie
+            makes them differ, the radius is 0.
+
+    Returns:
+        ``(n,)`` radii ≥ 0: no latent perturbation of smaller norm changes the prediction.
+    """
+    with torch.no_grad():
+        z, prototypes = _wide(z), _wide(prototypes)
+        if predicted is None:
+            partial = (prototypes * prototypes).sum(dim=1)[None, :] - 2.0 * (z @ prototypes.T)
+            predicted = prototype_labels[partial.argmin(dim=1)]  # first index on ties, as wtac
+        predicted = predicted.to(prototype_labels.device)
+        margin = signed_margin(z, prototypes, prototype_labels, predicted).clamp_min(0.0)
+        if y is not None:
+            margin = torch.where(predicted == y.to(predicted.device), margin, 0.0)
+        return margin
+
+
+def robust_hinge(
+    z: Tensor,
+    prototypes: Tensor,
+    prototype_labels: Tensor,
+    y: Tensor,
+    eps: float,
+    lipschitz: float,
+    sample_weight: Tensor | None = None,
+) -> Tensor:
+    """The robust objective: the (weighted) mean of ``max(0, ε − margin / L)`` with the
+    [`signed_margin`][lvqmln_torch.core.certify.signed_margin] of the true class, so that
+    training pushes every sample's certified input radius to ``ε`` (Voráček and Hein 2022).
+
+    Args:
+        z: ``(n, latent_dim)`` latent codes (with gradient).
+        prototypes: ``(P, latent_dim)``.
+        prototype_labels: ``(P,)`` class indices.
+        y: ``(n,)`` class indices.
+        eps: the training radius ``ε`` in input space.
+        lipschitz: the backbone's Lipschitz bound ``L`` (a constant for this step).
+        sample_weight: optional ``(n,)`` non-negative weights.
+
+    Returns:
+        A scalar tensor.
+    """
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    with torch.autocast(z.device.type, enabled=False):
+        margin = signed_margin(z.to(dtype), prototypes.to(dtype), prototype_labels, y)
+    margin = margin / lipschitz if lipschitz > 0 else margin.clamp_max(0.0) * float("inf")
+    values = torch.relu(eps - margin)
+    if sample_weight is None:
+        return values.mean()
+    sample_weight = sample_weight.to(values.dtype)
+    return (sample_weight * values).sum() / sample_weight.sum()
+
+
+def add_robust_term(
+    network: Any, loss: Tensor, z: Tensor, y: Tensor, sample_weight: Tensor | None
+) -> Tensor:
+    """``loss`` plus ``robust_weight`` times the [`robust_hinge`][lvqmln_torch.core.certify.robust_hinge]
+    at ``robust_eps`` (the network's hyperparameters; ``loss`` itself when ``robust_eps`` is
+    0 or absent), with the backbone's current Lipschitz bound as ``L``.
+
+    Args:
+        network: a network with ``hparams``, ``backbone``, ``prototypes``, ``prototype_labels``.
+        loss: the scalar GLVQ loss.
+        z: ``(n, latent_dim)`` latent codes of the batch.
+        y: ``(n,)`` class indices.
+        sample_weight: optional ``(n,)`` weights.
+    """
+    hparams = getattr(network, "hparams", {})
+    eps = float(hparams.get("robust_eps") or 0.0)
+    if eps <= 0.0:
+        return loss
+    with torch.no_grad():
+        lipschitz = backbone_lipschitz(network.backbone)
+    hinge = robust_hinge(
+        z, network.prototypes, network.prototype_labels, y, eps, lipschitz, sample_weight
+    )
+    return loss + float(hparams.get("robust_weight", 1.0)) * hinge
+
+
+def check_eps(eps: Any) -> Tensor:
+    """``eps`` (a number or a sequence of them, each ≥ 0) as a 1-D float64 tensor.
+
+    Raises:
+        ValueError: for an empty, negative or non-finite ``eps``.
+    """
+    values = [eps] if isinstance(eps, int | float) or getattr(eps, "ndim", 1) == 0 else eps
+    check = Real(0.0)
+    values = [check("eps", float(v)) for v in values]
+    if not values:
+        raise ValueError("eps must hold at least one radius, got an empty sequence")
+    return torch.tensor(values, dtype=torch.float64)
+
+
+class CertifiedRobustness:
+    """Certified L2 radii of a [`PrototypeNetwork`][lvqmln_torch.core.network.PrototypeNetwork]'s
+    predictions (a mixin: it needs ``backbone``, ``prototypes``, ``prototype_labels``)."""
+
+    def lipschitz_bound(self) -> float:
+        """The backbone's upper bound on its L2 Lipschitz constant (see
+        [`backbone_lipschitz`][lvqmln_torch.core.certify.backbone_lipschitz])."""
+        with evaluating(self):  # a batch norm has a constant in eval mode only
+            return backbone_lipschitz(self.backbone)
+
+    def certify_latent(self, z: Any, y: Any = None) -> Tensor:
+        """Certified L2 radii around latent codes.
+
+        Args:
+            z: ``(n, latent_dim)`` latent codes.
+            y: optional ``(n,)`` class indices: the radius is 0 where the prediction is wrong.
+
+        Returns:
+            ``(n,)`` radii (float64; float32 on MPS), on the network's device.
+        """
+        self.check_fitted()
+        z = torch.as_tensor(z).to(self.prototypes.device)
+        if z.dim() != 2 or z.shape[1] != self.prototypes.shape[1]:
+            raise ValueError(
+                f"z must have shape (n, {self.prototypes.shape[1]}) (latent codes), got "
+                f"{tuple(z.shape)}"
+            )
+        labels = None if y is None else checked_labels(self, y, len(z))
+        parts = []
+        with evaluating(self):
+            for i in range(0, len(z), CHUNK):
+                chunk = z[i : i + CHUNK].to(self.prototypes.dtype)
+                part = None if labels is None else labels[i : i + CHUNK]
+                winners = self.head.labels(self.distances(chunk), self.prototype_labels)
+                parts.append(
+                    latent_radius(chunk, self.prototypes, self.prototype_labels, part, winners)
+                )
+        return torch.cat(parts)
+
+    def _radii_and_predictions(self, x: Any, y: Any = None) -> tuple[Tensor, Tensor]:
+        x = checked_inputs(self, x)
+        labels = None if y is None else checked_labels(self, y, len(x))
+        lipschitz = self.lipschitz_bound()
+        radii, predicted = [], []
+        with evaluating(self):
+            for i in range(0, len(x), CHUNK):
+                z = self.backbone(x[i : i + CHUNK].to(self.prototypes))
+                part = None if labels is None else labels[i : i + CHUNK]
+                winners = self.head.labels(self.distances(z), self.prototype_labels)
+                radii.append(
+                    latent_radius(z, self.prototypes, self.prototype_labels, part, winners)
+                )
+                predicted.append(winners)
+        radius = torch.cat(radii)
+        radius = radius / lipschitz if lipschitz > 0 else torch.where(radius > 0, torch.inf, 0.0)
+        return radius, torch.cat(predicted)
+
+    def certify(self, x: Any, y: Any = None) -> Tensor:
+        """Certified L2 radii in input space: the latent radius over the backbone's Lipschitz
+        bound, computed in chunks on the network's device.
+
+        Args:
+            x: ``(n, d)`` or ``(n, C, H, W)`` inputs.
+            y: optional ``(n,)`` class indices: the radius is 0 where the prediction is wrong.
+
+        Returns:
+            ``(n,)`` radii (float64; float32 on MPS): no perturbation of smaller L2 norm
+            changes the prediction.
+
+        Raises:
+            NotFittedError: before the network is fitted.
+            TypeError: for a backbone without ``lipschitz_bound()``.
+            ValueError: for bad inputs or labels.
+        """
+        return self._radii_and_predictions(x, y)[0]
+
+    def certified_accuracy(self, x: Any, y: Any, eps: float | Sequence[float]) -> Tensor:
+        """The share of samples predicted correctly with a certified radius ≥ ``ε``.
+
+        Args:
+            x: ``(n, d)`` or ``(n, C, H, W)`` inputs.
+            y: ``(n,)`` class indices.
+            eps: one radius or a sequence of radii (L2, input units).
+
+        Returns:
+            ``(len(eps),)`` float64 accuracies, on the CPU.
+        """
+        eps = check_eps(eps)
+        radius, predicted = self._radii_and_predictions(x, y)
+        correct = (predicted.cpu() == checked_labels(self, y, len(radius)))[None, :]
+        return (correct & (radius.cpu().double()[None, :] >= eps[:, None])).double().mean(dim=1)
