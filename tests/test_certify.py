@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from lvqmln_torch.core.attack import pgd_l2_attack
 from lvqmln_torch.core.backbones import ACTIVATIONS, CNNBackbone, IdentityBackbone, MLPBackbone
 from lvqmln_torch.core.certify import latent_radius, signed_margin
 from lvqmln_torch.core.network import PrototypeNetwork
@@ -199,7 +200,8 @@ def test_conv_bound_is_above_the_exact_norm_and_power_iteration():
         conv = nn.Conv2d(2, 3, 3, padding=padding, stride=stride).double()
         nn.init.normal_(conv.weight, generator=gen)
         jac = torch.autograd.functional.jacobian(
-            lambda t: conv(t.view(1, 2, 7, 6)).flatten(), torch.zeros(84, dtype=torch.float64)
+            lambda t, conv=conv: conv(t.view(1, 2, 7, 6)).flatten(),
+            torch.zeros(84, dtype=torch.float64),
         )
         exact = float(torch.linalg.matrix_norm(jac, ord=2))
         bound = conv_norm_bound(conv, (7, 6))
@@ -236,38 +238,6 @@ def test_sequential_bound_covers_common_layers():
 
 
 # ------------------------------------------------------------------ (c) the attack
-def pgd_attack(network, x, y, radius, steps=60, restarts=4, seed=0):
-    """Projected-gradient L2 attack on the margin ``d_own − d_rival`` inside balls of
-    ``radius`` (per sample): the adversarial examples found (``None`` where none)."""
-    gen = torch.Generator().manual_seed(seed)
-    found = torch.zeros(len(x), dtype=torch.bool)
-    r = radius[:, None].to(x.dtype)
-    for _ in range(restarts):
-        delta = torch.randn(x.shape, generator=gen, dtype=x.dtype)
-        delta = (
-            delta
-            / delta.norm(dim=1, keepdim=True)
-            * r
-            * torch.rand(len(x), 1, generator=gen, dtype=x.dtype)
-        )
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            d = network.distances(network.backbone(x + delta))
-            own = network.prototype_labels[None, :] == y[:, None]
-            big = torch.finfo(d.dtype).max
-            loss = (torch.where(own, d, big).amin(1) - torch.where(own, big, d).amin(1)).sum()
-            (grad,) = torch.autograd.grad(loss, delta)
-            with torch.no_grad():
-                step = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12) * r * 0.1
-                delta = delta + step
-                delta = delta * torch.clamp(
-                    r / delta.norm(dim=1, keepdim=True).clamp_min(1e-12), max=1.0
-                )
-        with torch.no_grad():
-            found |= network.predict_indices(x + delta) != y
-    return found
-
-
 @pytest.mark.parametrize("backbone", ["identity", "mlp"])
 def test_attack_finds_nothing_inside_the_certified_radius(backbone):
     from sklearn.datasets import load_digits
@@ -292,8 +262,10 @@ def test_attack_finds_nothing_inside_the_certified_radius(backbone):
     assert float((radius > 0).float().mean()) > 0.5  # a model with radii to attack
     network.eval()
     correct = radius > 0  # the others are wrong already (or exactly on a boundary)
-    inside = pgd_attack(network, X_test[correct], y_test[correct], radius[correct] * 0.999)
+    inside = pgd_l2_attack(
+        network, X_test[correct], y_test[correct], radius[correct] * 0.999, restarts=4
+    )
     assert not bool(inside.any())
     # The attack works: well outside the radii it flips some.
-    outside = pgd_attack(network, X_test[correct], y_test[correct], radius[correct] * 4 + 0.5)
+    outside = pgd_l2_attack(network, X_test[correct], y_test[correct], radius[correct] * 4 + 0.5)
     assert float(outside.float().mean()) > 0.3
