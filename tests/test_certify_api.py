@@ -125,3 +125,18 @@ def test_robust_training_with_a_controlled_backbone_saves_and_loads(iris, tmp_pa
     est.save(tmp_path / "m.lvq")
     loaded = LVQMLNClassifier.load(tmp_path / "m.lvq")
     np.testing.assert_allclose(loaded.certify(X), est.certify(X), rtol=1e-6)
+
+
+def test_nominal_bound_is_what_the_parametrisation_promises():
+    from lvqmln_torch.core.backbones import CNNBackbone, MLPBackbone
+
+    free = MLPBackbone(6, [8], 4, "tanh")
+    assert free.nominal_lipschitz() is None
+    spectral = MLPBackbone(6, [8], 4, "sigmoid", True, lipschitz="spectral")
+    assert spectral.nominal_lipschitz() == pytest.approx(0.25**2)
+    # The exact bound of freshly normalised layers is the promised one, up to the power
+    # iteration's estimate of the norms.
+    assert spectral.lipschitz_bound() == pytest.approx(0.25**2, rel=1e-2)
+    cnn = CNNBackbone((1, 6, 6), (3,), (3,), 2, "tanh", head="mean", lipschitz="spectral")
+    assert cnn.nominal_lipschitz() == pytest.approx(1 / 6)
+    assert cnn.lipschitz_bound() <= cnn.nominal_lipschitz() * (1 + 1e-6)

@@ -167,6 +167,16 @@ class MLPBackbone(nn.Module):
             bound *= linear_norm(layer.weight)
         return bound
 
+    def nominal_lipschitz(self) -> float | None:
+        """The bound that the ``lipschitz`` parametrisation promises (layers of norm 1: the
+        activations' constants alone), cheap enough for every training step; ``None``
+        without one. [`lipschitz_bound`][lvqmln_torch.core.backbones.MLPBackbone.lipschitz_bound]
+        is the exact bound that certificates use."""
+        if self.lipschitz is None:
+            return None
+        applied = len(self.layers) - (0 if self.latent_activation else 1)
+        return activation_lipschitz(self.activation) ** applied
+
 
 CNN_HEADS = ("flatten", "mean")
 
@@ -318,6 +328,20 @@ class CNNBackbone(nn.Module):
         bound *= pool_lipschitz(self.pool) if self.pool is not None else (height * width) ** -0.5
         bound *= linear_norm(self.head.weight)
         return bound * act if self.latent_activation else bound
+
+    def nominal_lipschitz(self) -> float | None:
+        """The bound that ``lipschitz="spectral"`` promises (convolutions and head of norm 1),
+        cheap enough for every training step; ``None`` without it. [`lipschitz_bound`][lvqmln_torch.core.backbones.CNNBackbone.lipschitz_bound]
+        is the exact bound that certificates use."""
+        if self.lipschitz is None:
+            return None
+        _, height, width = self.input_shape
+        act = activation_lipschitz(self.activation)
+        bound = 1.0 / float(self.input_std) if self.standardize else 1.0
+        bound *= act ** (len(self.convs) + (1 if self.latent_activation else 0))
+        return bound * (
+            pool_lipschitz(self.pool) if self.pool is not None else (height * width) ** -0.5
+        )
 
 
 class IdentityBackbone(nn.Module):

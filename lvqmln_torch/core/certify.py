@@ -170,7 +170,8 @@ def add_robust_term(
 ) -> Tensor:
     """``loss`` plus ``robust_weight`` times the [`robust_hinge`][lvqmln_torch.core.certify.robust_hinge]
     at ``robust_eps`` (the network's hyperparameters; ``loss`` itself when ``robust_eps`` is
-    0 or absent), with the backbone's current Lipschitz bound as ``L``.
+    0 or absent), with the backbone's current Lipschitz bound as ``L`` (its
+    ``nominal_lipschitz()`` when it has one: the bound a Lipschitz parametrisation promises).
 
     Args:
         network: a network with ``hparams``, ``backbone``, ``prototypes``, ``prototype_labels``.
@@ -183,8 +184,12 @@ def add_robust_term(
     eps = float(hparams.get("robust_eps") or 0.0)
     if eps <= 0.0:
         return loss
-    with torch.no_grad():
-        lipschitz = backbone_lipschitz(network.backbone)
+    # A Lipschitz-controlled backbone's promised bound (cheap), else the exact one.
+    nominal = getattr(network.backbone, "nominal_lipschitz", None)
+    lipschitz = nominal() if callable(nominal) else None
+    if lipschitz is None:
+        with torch.no_grad():
+            lipschitz = backbone_lipschitz(network.backbone)
     hinge = robust_hinge(
         z, network.prototypes, network.prototype_labels, y, eps, lipschitz, sample_weight
     )

@@ -96,8 +96,12 @@ def activation_lipschitz(module: nn.Module) -> float:
 
 
 def linear_norm(weight: Tensor) -> float:
-    """The spectral norm ``σ_max`` of a ``(out, in)`` weight matrix, exactly (in float64)."""
-    return float(torch.linalg.matrix_norm(weight.detach().double().cpu(), ord=2))
+    """The spectral norm ``σ_max`` of a ``(out, in)`` weight matrix, exactly (in float64): the
+    root of the largest eigenvalue of the smaller Gram matrix (``W Wᵀ`` or ``Wᵀ W``), much
+    faster than an SVD of ``W`` and as accurate for the largest singular value."""
+    w = weight.detach().double().cpu()
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    return float(torch.linalg.eigvalsh(gram)[-1].clamp_min(0.0).sqrt())
 
 
 def _check_conv(conv: nn.Conv2d) -> None:
