@@ -198,7 +198,8 @@ def main() -> None:
 
 {text}
 
-![certified accuracy against ε](../docs/robustness_mnist.png)
+The curve of certified accuracy against ε: `docs/robustness_mnist.png` (shown on the
+documentation's "Certified robustness" page).
 """
     if args.write:
         old = args.output.read_text() if args.output.exists() else ""

@@ -160,7 +160,7 @@ class MLPBackbone(nn.Module):
     def lipschitz_bound(self) -> float:
         """An upper bound on the L2 Lipschitz constant: the product of the layers' spectral
         norms (exact) and the activation's constant per application (see
-        [`lvqmln_torch.core.lipschitz`][lvqmln_torch.core.lipschitz])."""
+        ``lvqmln_torch.core.lipschitz``)."""
         applied = len(self.layers) - (0 if self.latent_activation else 1)
         bound = activation_lipschitz(self.activation) ** applied
         for layer in self.layers:
@@ -319,7 +319,7 @@ class CNNBackbone(nn.Module):
         ``standardize``), each convolution's bound on H × W images times the activation's
         constant, the pooling (max-pooling 1, the global mean ``1 / sqrt(H W)``), the head's
         spectral norm and the latent activation (see
-        [`lvqmln_torch.core.lipschitz`][lvqmln_torch.core.lipschitz])."""
+        ``lvqmln_torch.core.lipschitz``)."""
         _, height, width = self.input_shape
         act = activation_lipschitz(self.activation)
         bound = 1.0 / float(self.input_std) if self.standardize else 1.0

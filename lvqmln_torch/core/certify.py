@@ -9,7 +9,7 @@ adversarially robust nearest prototype classifiers", ICML 2022); with one protot
 the decision regions are the polytopes the hyperplanes bound, and it is the exact distance to
 the decision boundary. A backbone with ``‖f(x) − f(x')‖ ≤ L ‖x − x'‖`` turns it into a certified
 L2 radius in input space: the latent radius over ``L`` (see
-[`lvqmln_torch.core.lipschitz`][lvqmln_torch.core.lipschitz]).
+[`sequential_bound`][lvqmln_torch.core.lipschitz.sequential_bound] and ``lipschitz_bound()`` of the backbones).
 
 A radius ``r`` certifies that no perturbation of L2 norm below ``r`` changes the prediction;
 the certified accuracy at ``ε`` is the share of samples predicted correctly with ``r ≥ ε``.

@@ -36,6 +36,7 @@ __all__ = [
     "activation_lipschitz",
     "conv_norm_bound",
     "conv_power_iteration",
+    "conv_symbol_norm",
     "linear_norm",
     "pool_lipschitz",
     "sequential_bound",

@@ -94,7 +94,7 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
             loader is never read to its end, so endless streams work).
         lipschitz: ``None``, ``"spectral"`` or ``"orthogonal"`` (MLP only): backbone layers
             of norm 1 during training (see
-            [`lipschitz_control`][lvqmln_torch.core.lipschitz_control]).
+            [`constrain`][lvqmln_torch.core.lipschitz_control.constrain]).
         robust_eps: train for certified robustness at this L2 radius in input space: adds
             ``robust_weight`` times the hinge on the certified radius (see
             [`robust_hinge`][lvqmln_torch.core.certify.robust_hinge]) to the GLVQ loss;

@@ -100,7 +100,7 @@ class LVQMLNClassifier(
             every prototype is a real example; ``prototype_sources_`` holds those samples'
             rows of ``X`` (``None`` without projection).
         lipschitz: ``None``, ``"spectral"`` or ``"orthogonal"`` (MLP only): backbone layers
-            of norm 1 (see [`lipschitz_control`][lvqmln_torch.core.lipschitz_control]).
+            of norm 1 (see [`constrain`][lvqmln_torch.core.lipschitz_control.constrain]).
         robust_eps: train for a certified L2 radius of this size in input space (a hinge on
             the certified radius added to the loss; 0: off).
         robust_weight: the weight of that hinge.

@@ -1,4 +1,4 @@
-"""The estimator's certified robustness: [`lvqmln_torch.core.certify`][lvqmln_torch.core.certify]
+"""The estimator's certified robustness: [`CertifiedRobustness`][lvqmln_torch.core.certify.CertifiedRobustness]
 on NumPy arrays, with the user's original labels (``classes_``). No Lightning here."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The picture of certified robustness: certified accuracy (or the share of certified
 predictions) against the L2 radius ε. matplotlib's Agg canvas only (no pyplot), as
-[`lvqmln_torch.viz.plotting`][lvqmln_torch.viz.plotting]."""
+[`save_figure`][lvqmln_torch.viz.plotting.save_figure]."""
 
 from __future__ import annotations
 
