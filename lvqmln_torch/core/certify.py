@@ -157,7 +157,8 @@ def robust_hinge(
     dtype = torch.promote_types(z.dtype, torch.float32)
     with torch.autocast(z.device.type, enabled=False):
         margin = signed_margin(z.to(dtype), prototypes.to(dtype), prototype_labels, y)
-    margin = margin / lipschitz if lipschitz > 0 else margin.clamp_max(0.0) * float("inf")
+    # L = 0 (a constant backbone): every correct prediction is certified at any radius.
+    margin = margin / max(lipschitz, 1e-30)
     values = torch.relu(eps - margin)
     if sample_weight is None:
         return values.mean()

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.network import FLAT_BACKBONES
 from ..core.validation import plain
 
 __all__ = [
@@ -116,7 +117,7 @@ def read_sizes(hparams: Any, datamodule: Any, custom_backbone: bool) -> None:
     if hparams["classes"] is None and getattr(datamodule, "classes_", None) is not None:
         hparams["classes"] = plain(datamodule.classes_)
     backbone = hparams["backbone"]
-    flat = backbone in ("mlp", "identity")
+    flat = backbone in FLAT_BACKBONES
     wanted = "in_features" if flat else "input_shape"
     if custom_backbone or hparams[wanted] is not None:
         return
