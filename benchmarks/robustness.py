@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.003)
     parser.add_argument("--prototypes", type=int, default=5)
     parser.add_argument("--train-eps", type=float, default=2.0)
-    parser.add_argument("--robust-weight", type=float, default=1.0)
+    parser.add_argument("--robust-weight", type=float, default=5.0)
     parser.add_argument("--hidden", type=int, nargs="*", default=[512])
     parser.add_argument("--latent-dim", type=int, default=64)
     parser.add_argument("--attack-steps", type=int, default=30)
@@ -195,7 +195,8 @@ def main() -> None:
   not break (an upper bound on the true robust accuracy; never below the certified one, and
   no certified sample was broken). L: the backbone's Lipschitz bound. Fit: wall time, on
   {platform.processor() or platform.machine()} with {os.cpu_count()} cores shared with other
-  jobs (load {load[0]:.2f} at start): compare within this run only.
+  jobs (load {load[0]:.2f} at start; the first fit also pays the imports): identical fits
+  vary several-fold on this machine, so the column is no speed comparison.
 
 {text}
 
