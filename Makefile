@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/accuracy.py --write
+	$(PY) benchmarks/robustness.py --write
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict turns every warning into an error.
 $(DOCS_STAMP): $(STAMP) pyproject.toml

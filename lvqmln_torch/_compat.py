@@ -80,10 +80,15 @@ class _AliasLoader(importlib.abc.Loader):
         self.target = target
 
     def create_module(self, spec: ModuleSpec) -> ModuleType:
-        return importlib.import_module(self.target)
+        module = importlib.import_module(self.target)
+        self.target_spec = module.__spec__
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        """The target module ran when it was imported; nothing more to do."""
+        """The target module ran when it was imported. The import system has just set its
+        ``__spec__`` to the alias's; give it back its own, or its relative imports would warn
+        that ``__package__ != __spec__.parent``."""
+        module.__spec__ = self.target_spec
 
 
 class _OldPathFinder(importlib.abc.MetaPathFinder):

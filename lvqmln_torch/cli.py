@@ -12,6 +12,7 @@ Examples::
     lvqmln predict --config configs/iris_mlp.yaml --ckpt_path path/to/last.ckpt \\
         --predict_output predictions.csv --predict_latent true
     lvqmln explain path/to/last.ckpt data.csv --output explained
+    lvqmln certify path/to/last.ckpt data.csv --output certified --eps 0.5 1.0
 """
 
 from __future__ import annotations
@@ -200,7 +201,8 @@ def run_cli(args: Sequence[str] | None = None) -> LVQMLNCLI:
 
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``lvqmln`` console script (exit status 0 on success, 2 on a bad
-    argument). ``lvqmln explain …`` runs [`lvqmln_torch.explain_cli`][lvqmln_torch.explain_cli]. The current folder
+    argument). ``lvqmln explain …`` runs [`lvqmln_torch.explain_cli`][lvqmln_torch.explain_cli],
+    ``lvqmln certify …`` [`lvqmln_torch.certify_cli`][lvqmln_torch.certify_cli]. The current folder
     is on the import path, as with ``python -m``, so a config's ``class_path`` finds the
     user's own modules there."""
     if os.getcwd() not in sys.path and "" not in sys.path:
@@ -210,6 +212,11 @@ def main(args: Sequence[str] | None = None) -> None:
         from .explain_cli import main as explain_main
 
         explain_main(argv[1:])
+        return
+    if argv[:1] == ["certify"]:
+        from .certify_cli import main as certify_main
+
+        certify_main(argv[1:])
         return
     run_cli(argv)
 

@@ -25,56 +25,19 @@ import torch
 
 from .core.files import atomic_write
 from .data.labels import encode_labels
+from .io.inputs import input_radius_scale, read_inputs, standardization
 
 __all__ = ["main", "run_explain"]
 
 
-def _standardization(checkpoint: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The training statistics an ArrayDataModule stored in the checkpoint, if any."""
-    for value in checkpoint.values():
-        if isinstance(value, dict) and set(value) == {"mean", "scale"}:
-            return np.asarray(value["mean"]), np.asarray(value["scale"])
-    return None
-
-
-def _datamodule_setting(checkpoint: dict[str, Any], name: str) -> Any:
-    return (checkpoint.get("datamodule_hyper_parameters") or {}).get(name)
-
-
-def _read_inputs(
-    path: Path, labels: Path | None, target: str | None, checkpoint: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """``(X, y or None, feature names or None)`` from a ``.npy`` or ``.csv`` file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"input file {str(path)!r} does not exist")
-    names = None
-    if path.suffix == ".npy":
-        X = np.load(path, allow_pickle=False)
-        y = None
-        if labels is not None:
-            if not labels.is_file():
-                raise FileNotFoundError(f"labels file {str(labels)!r} does not exist")
-            y = np.load(labels, allow_pickle=False)
-    elif path.suffix == ".csv":
-        from .data.csv_read import read_csv_table
-
-        if labels is not None:
-            raise ValueError("--labels is for .npy inputs; a CSV file holds its label column")
-        target = target or _datamodule_setting(checkpoint, "target") or "label"
-        features = _datamodule_setting(checkpoint, "features")
-        X, y, names = read_csv_table(path, target, features, require_target=False)
-    else:
-        raise ValueError(f"input file {str(path)!r} must be .npy or .csv, not {path.suffix!r}")
-    if not np.issubdtype(np.asarray(X).dtype, np.number):
-        raise ValueError(f"{str(path)!r} does not hold numbers (dtype {np.asarray(X).dtype})")
-    return np.asarray(X, dtype=np.float64), y, names
-
-
-def _explanations_csv(info: dict[str, np.ndarray], classes: np.ndarray, y: Any) -> str:
+def _explanations_csv(
+    info: dict[str, np.ndarray], classes: np.ndarray, y: Any, radius: np.ndarray | None
+) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["sample", "label", "confidence", "prototype", "distance"]
     header += ["rival_label", "rival_prototype", "rival_distance"]
+    header += [] if radius is None else ["radius"]
     header += [] if y is None else ["true_label", "correct"]
     writer.writerow(header)
     label, rival = classes[info["label"]], classes[info["rival_label"]]
@@ -82,6 +45,8 @@ def _explanations_csv(info: dict[str, np.ndarray], classes: np.ndarray, y: Any) 
         row = [i, label[i], repr(float(info["confidence"][i])), int(info["prototype"][i])]
         row += [repr(float(info["distance"][i])), rival[i], int(info["rival_prototype"][i])]
         row += [repr(float(info["rival_distance"][i]))]
+        if radius is not None:
+            row.append(repr(float(radius[i])))
         if y is not None:
             row += [y[i], bool(label[i] == y[i])]
         writer.writerow(row)
@@ -98,7 +63,9 @@ def run_explain(
     image_shape: Sequence[int] | None = None,
     device: str = "cpu",
 ) -> list[Path]:
-    """Explain a checkpoint's predictions on ``inputs`` and write ``explanations.csv``,
+    """Explain a checkpoint's predictions on ``inputs`` and write ``explanations.csv`` (with a
+    ``radius`` column, the certified L2 radius in the inputs' units, when the backbone has a
+    ``lipschitz_bound()``),
     ``exemplars.png`` and, with labels, ``accuracy_rejection.png`` into ``output``.
 
     Args:
@@ -124,11 +91,11 @@ def run_explain(
 
     raw = read_checkpoint(checkpoint)
     model = load_checkpoint(checkpoint, map_location="cpu").to(torch.device(device))
-    X_raw, y, names = _read_inputs(
+    X_raw, y, names = read_inputs(
         Path(inputs), None if labels is None else Path(labels), target, raw
     )
     model.check_inputs(torch.as_tensor(X_raw))  # the shape, before standardising
-    stats = _standardization(raw)
+    stats = standardization(raw)
     X = X_raw if stats is None else (X_raw - stats[0]) / stats[1]
     classes = np.asarray(model.classes_)
     y_idx = None
@@ -138,7 +105,10 @@ def run_explain(
             raise ValueError(f"the labels must have shape ({len(X)},), got {y.shape}")
         y_idx = encode_labels(y, classes)[0]
     info = {key: value.cpu().numpy() for key, value in model.explain(X).items()}
-    text = _explanations_csv(info, classes, y)
+    radius = None  # the certified L2 radius in raw input units, when the backbone has a bound
+    if callable(getattr(model.backbone, "lipschitz_bound", None)):
+        radius = model.certify(X).cpu().numpy() * input_radius_scale(stats)
+    text = _explanations_csv(info, classes, y, radius)
     indices, distances = model.prototype_exemplars(X, y_idx, k)
     prototype_labels = classes[model.prototype_labels.cpu().numpy()]
     exemplars = plot_exemplars(

@@ -208,3 +208,13 @@ def test_every_public_module_has_an_api_page_in_the_nav() -> None:
         if not renders or page.as_posix() not in nav:
             missing.append(f"{_dotted(path)} -> docs/{page.as_posix()}")
     assert not missing, "modules without an API page in the nav:\n" + "\n".join(missing)
+
+
+def test_an_old_path_leaves_the_module_its_own_spec() -> None:
+    """Importing a 0.1 path must not relabel the module: its ``__spec__`` stays its own, so
+    the relative imports inside its functions raise no ``ImportWarning``."""
+    for old, new in OLD_MODULE_PATHS.items():
+        sys.modules.pop(f"{NAME}.{old}", None)
+        module = importlib.import_module(f"{NAME}.{old}")
+        assert module.__spec__.name == f"{NAME}.{new}"
+        assert module.__spec__.parent == module.__package__

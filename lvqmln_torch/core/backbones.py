@@ -13,12 +13,27 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from .lipschitz import (
+    MaxMin,
+    activation_lipschitz,
+    conv_norm_bound,
+    linear_norm,
+    pool_lipschitz,
+)
+from .lipschitz_control import (
+    CNN_LIPSCHITZ_MODES,
+    LIPSCHITZ_MODES,
+    check_lipschitz_mode,
+    constrain,
+    set_weight,
+)
 from .validation import Integer
 
 __all__ = [
     "ACTIVATIONS",
     "CNN_HEADS",
     "CNNBackbone",
+    "IdentityBackbone",
     "MLPBackbone",
     "get_activation",
     "glorot_uniform_",
@@ -31,6 +46,8 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     # jax.nn.leaky_relu's default slope, which upstream uses.
     "leaky_relu": lambda: nn.LeakyReLU(negative_slope=0.01),
     "selu": nn.SELU,
+    # 1-Lipschitz and gradient-norm preserving: for Lipschitz-controlled backbones.
+    "maxmin": MaxMin,
 }
 """Activation name → a factory of a fresh module (the names upstream accepts)."""
 
@@ -57,6 +74,14 @@ def glorot_uniform_(
         return tensor.uniform_(-limit, limit, generator=generator)
 
 
+def _glorot_weight(
+    layer: nn.Module, fan_in: int, fan_out: int, generator: torch.Generator | None
+) -> None:
+    """Glorot-uniform ``layer.weight``, through its Lipschitz parametrisation if it has one."""
+    weight = torch.empty_like(layer.weight)
+    set_weight(layer, glorot_uniform_(weight, fan_in, fan_out, generator))
+
+
 _POSITIVE_INT = Integer(1, text="a positive integer")
 
 
@@ -77,6 +102,10 @@ class MLPBackbone(nn.Module):
         activation: one of [`ACTIVATIONS`][lvqmln_torch.core.backbones.ACTIVATIONS].
         latent_activation: apply the activation after the last layer too.
         generator: optional generator for a reproducible initialisation.
+        lipschitz: ``None`` (free weights), ``"spectral"`` (each weight divided by its
+            spectral norm) or ``"orthogonal"`` (orthogonal weights): each layer then has
+            norm 1 and the backbone's Lipschitz constant is the activations' (see
+            [`constrain`][lvqmln_torch.core.lipschitz_control.constrain]).
 
     Shapes:
         ``(n, in_features)`` → ``(n, latent_dim)``.
@@ -90,8 +119,10 @@ class MLPBackbone(nn.Module):
         activation: str = "sigmoid",
         latent_activation: bool = True,
         generator: torch.Generator | None = None,
+        lipschitz: str | None = None,
     ) -> None:
         super().__init__()
+        self.lipschitz = check_lipschitz_mode(lipschitz, LIPSCHITZ_MODES)
         sizes = [_positive_int("in_features", in_features)]
         sizes += [_positive_int("hidden_sizes entries", h) for h in hidden_sizes]
         sizes.append(_positive_int("latent_dim", latent_dim))
@@ -101,11 +132,13 @@ class MLPBackbone(nn.Module):
         self.latent_activation = latent_activation
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.reset_parameters(generator)
+        for layer in self.layers:
+            constrain(layer, self.lipschitz)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Glorot-uniform weights, zero biases (the reference initialisation)."""
         for layer in self.layers:
-            glorot_uniform_(layer.weight, layer.in_features, layer.out_features, generator)
+            _glorot_weight(layer, layer.in_features, layer.out_features, generator)
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -124,6 +157,26 @@ class MLPBackbone(nn.Module):
             if i < last or self.latent_activation:
                 x = self.activation(x)
         return x
+
+    def lipschitz_bound(self) -> float:
+        """An upper bound on the L2 Lipschitz constant: the product of the layers' spectral
+        norms (exact) and the activation's constant per application (see
+        ``lvqmln_torch.core.lipschitz``)."""
+        applied = len(self.layers) - (0 if self.latent_activation else 1)
+        bound = activation_lipschitz(self.activation) ** applied
+        for layer in self.layers:
+            bound *= linear_norm(layer.weight)
+        return bound
+
+    def nominal_lipschitz(self) -> float | None:
+        """The bound that the ``lipschitz`` parametrisation promises (layers of norm 1: the
+        activations' constants alone), cheap enough for every training step; ``None``
+        without one. [`lipschitz_bound`][lvqmln_torch.core.backbones.MLPBackbone.lipschitz_bound]
+        is the exact bound that certificates use."""
+        if self.lipschitz is None:
+            return None
+        applied = len(self.layers) - (0 if self.latent_activation else 1)
+        return activation_lipschitz(self.activation) ** applied
 
 
 CNN_HEADS = ("flatten", "mean")
@@ -155,6 +208,9 @@ class CNNBackbone(nn.Module):
             of the pixels (scalar buffers ``input_mean`` and ``input_std``, in the
             ``state_dict``), measured by [`set_input_statistics`][lvqmln_torch.core.backbones.CNNBackbone.set_input_statistics] on the sample the
             prototypes are initialised from; 0 and 1 until then.
+        lipschitz: ``None`` (free weights) or ``"spectral"``: every convolution and the head
+            normalised to norm 1 on each forward pass (see
+            [`constrain`][lvqmln_torch.core.lipschitz_control.constrain]).
 
     Shapes:
         ``(n, C, H, W)`` → ``(n, latent_dim)``.
@@ -171,8 +227,12 @@ class CNNBackbone(nn.Module):
         generator: torch.Generator | None = None,
         head: str = "mean",
         standardize: bool = False,
+        lipschitz: str | None = None,
     ) -> None:
         super().__init__()
+        self.lipschitz = check_lipschitz_mode(
+            lipschitz, CNN_LIPSCHITZ_MODES, " for the CNN ('orthogonal' is the MLP's)"
+        )
         if len(input_shape) != 3:
             raise ValueError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
         for dim in input_shape:
@@ -209,15 +269,17 @@ class CNNBackbone(nn.Module):
             self.pool, features = None, c_in
         self.head = nn.Linear(features, self.latent_dim)
         self.reset_parameters(generator)
+        for conv in self.convs:  # stride 1, SAME padding: every conv sees H × W
+            constrain(conv, self.lipschitz, (height, width))
+        constrain(self.head, self.lipschitz)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Glorot-uniform kernels with fan_in = k·k·c_in, fan_out = k·k·c_out; zero biases."""
         for conv in self.convs:
             k = conv.kernel_size[0] * conv.kernel_size[1]
-            fan_in, fan_out = k * conv.in_channels, k * conv.out_channels
-            glorot_uniform_(conv.weight, fan_in, fan_out, generator)
+            _glorot_weight(conv, k * conv.in_channels, k * conv.out_channels, generator)
             nn.init.zeros_(conv.bias)
-        glorot_uniform_(self.head.weight, self.head.in_features, self.head.out_features, generator)
+        _glorot_weight(self.head, self.head.in_features, self.head.out_features, generator)
         nn.init.zeros_(self.head.bias)
 
     @torch.no_grad()
@@ -252,3 +314,64 @@ class CNNBackbone(nn.Module):
         x = self.pool(x).flatten(1) if self.pool is not None else x.mean(dim=(2, 3))
         x = self.head(x)
         return self.activation(x) if self.latent_activation else x
+
+    def lipschitz_bound(self) -> float:
+        """An upper bound on the L2 Lipschitz constant: ``1 / input_std`` (with
+        ``standardize``), each convolution's bound on H × W images times the activation's
+        constant, the pooling (max-pooling 1, the global mean ``1 / sqrt(H W)``), the head's
+        spectral norm and the latent activation (see
+        ``lvqmln_torch.core.lipschitz``)."""
+        _, height, width = self.input_shape
+        act = activation_lipschitz(self.activation)
+        bound = 1.0 / float(self.input_std) if self.standardize else 1.0
+        for conv in self.convs:
+            bound *= conv_norm_bound(conv, (height, width)) * act
+        bound *= pool_lipschitz(self.pool) if self.pool is not None else (height * width) ** -0.5
+        bound *= linear_norm(self.head.weight)
+        return bound * act if self.latent_activation else bound
+
+    def nominal_lipschitz(self) -> float | None:
+        """The bound that ``lipschitz="spectral"`` promises (convolutions and head of norm 1),
+        cheap enough for every training step; ``None`` without it. [`lipschitz_bound`][lvqmln_torch.core.backbones.CNNBackbone.lipschitz_bound]
+        is the exact bound that certificates use."""
+        if self.lipschitz is None:
+            return None
+        _, height, width = self.input_shape
+        act = activation_lipschitz(self.activation)
+        bound = 1.0 / float(self.input_std) if self.standardize else 1.0
+        bound *= act ** (len(self.convs) + (1 if self.latent_activation else 0))
+        return bound * (
+            pool_lipschitz(self.pool) if self.pool is not None else (height * width) ** -0.5
+        )
+
+
+class IdentityBackbone(nn.Module):
+    """No backbone: the latent space is the input space, so the prototypes live among the
+    inputs and the model is the shallow GLVQ (Sato and Yamada 1996) of the robustness
+    literature, with Lipschitz constant 1.
+
+    Args:
+        in_features: input dimension ``d`` (the latent dimension).
+
+    Shapes:
+        ``(n, in_features)`` → ``(n, in_features)``.
+    """
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__()
+        self.in_features = self.latent_dim = _positive_int("in_features", in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"IdentityBackbone expects 2-D input (n, {self.in_features}), got shape "
+                f"{tuple(x.shape)}"
+            )
+        return x
+
+    def lipschitz_bound(self) -> float:
+        """1: the identity."""
+        return 1.0
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}"

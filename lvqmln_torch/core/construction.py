@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .backbones import CNNBackbone, MLPBackbone
+from .backbones import CNNBackbone, IdentityBackbone, MLPBackbone
 from .initializers import prototype_labels_for, resolve_prototypes_per_class
 from .validation import check_n_classes
 
@@ -19,12 +19,15 @@ __all__ = [
     "BACKBONES",
     "DEFAULT_ACTIVATION",
     "DEFAULT_BB_LR_FACTOR",
+    "FLAT_BACKBONES",
     "backbone_lr",
     "build_parts",
     "seeded_generator",
 ]
 
-BACKBONES = ("mlp", "cnn")
+BACKBONES = ("mlp", "cnn", "identity")
+# The backbones of flat (n, d) inputs; "identity" keeps the prototypes in input space.
+FLAT_BACKBONES = ("mlp", "identity")
 # activation=None means the backbone's default: upstream's for the MLP (the prosemble drop-in);
 # tanh for our CNN, whose bounded, zero-centred codes keep the prototypes apart
 # (benchmarks/cnn_diagnosis.py: relu and sigmoid stay at chance on digits images).
@@ -33,7 +36,7 @@ DEFAULT_ACTIVATION = {"mlp": "sigmoid", "cnn": "tanh"}
 # everything, Adam's first steps (each about lr in size) are larger than the spread of the
 # untrained latent codes and push every code away from every prototype alike (μ → 0, the
 # loss flat at 0, chance accuracy); benchmarks/cnn_diagnosis.py measures it.
-DEFAULT_BB_LR_FACTOR = {"mlp": 1.0, "cnn": 0.3, "custom": 1.0}
+DEFAULT_BB_LR_FACTOR = {"mlp": 1.0, "cnn": 0.3, "custom": 1.0, "identity": 1.0}
 """Backbone kind → the backbone's learning rate as a factor of ``lr`` when ``bb_lr`` is
 None."""
 
@@ -77,7 +80,13 @@ def build_parts(
             activation,
             config["latent_activation"],
             generator=generator,
+            lipschitz=config.get("lipschitz"),
         )
+        input_shape = (int(config["in_features"]),)
+    elif kind == "identity":
+        if config.get("in_features") is None:
+            raise ValueError("backbone='identity' needs in_features (or a datamodule that has it)")
+        backbone = IdentityBackbone(config["in_features"])
         input_shape = (int(config["in_features"]),)
     else:
         if config.get("input_shape") is None:
@@ -90,6 +99,7 @@ def build_parts(
             activation,
             config["latent_activation"],
             generator=generator,
+            lipschitz=config.get("lipschitz"),
             head=config.get("cnn_head", "mean"),
             standardize=config.get("standardize_input", False),
         )
@@ -109,7 +119,8 @@ def build_parts(
         counts = resolve_prototypes_per_class(
             config["n_prototypes_per_class"], n_classes, config.get("classes")
         )
-        prototypes = torch.zeros(sum(counts), config["latent_dim"])
+        latent_dim = backbone.latent_dim if kind == "identity" else config["latent_dim"]
+        prototypes = torch.zeros(sum(counts), latent_dim)
         labels = prototype_labels_for(counts)
     check_n_classes(n_classes, "n_classes")
     classes = config.get("classes")

@@ -13,7 +13,7 @@ import torch
 from sklearn.exceptions import NotFittedError
 from torch import Tensor, nn
 
-from . import calibration, explanations
+from . import calibration, certify, explanations
 from .backbones import CNNBackbone
 from .construction import build_parts, seeded_generator
 from .explain import CHUNK
@@ -32,7 +32,8 @@ class PrototypeNetwork(nn.Module):
     [`install`][lvqmln_torch.core.network.PrototypeNetwork.install], or from its parts. The explanations, exemplars, projection and
     reject option are the functions of [`lvqmln_torch.core.explanations`][lvqmln_torch.core.explanations],
     also offered as methods; so are the temperature fit and the conformal scores of
-    [`lvqmln_torch.core.calibration`][lvqmln_torch.core.calibration].
+    [`lvqmln_torch.core.calibration`][lvqmln_torch.core.calibration] and the certified radii of
+    [`lvqmln_torch.core.certify`][lvqmln_torch.core.certify].
 
     Args:
         backbone: maps inputs to ``(n, latent_dim)``.
@@ -364,3 +365,24 @@ class PrototypeNetwork(nn.Module):
         """Fit ``T`` on held-out ``(n, …)`` inputs ``x`` with ``(n,)`` class indices ``y``;
         returns it (see [`calibrate`][lvqmln_torch.core.calibration.calibrate])."""
         return calibration.calibrate(self, x, y, bounds)
+
+    # ------------------------------------------------------------------ certified robustness
+    def lipschitz_bound(self) -> float:
+        """Upper bound on the backbone's L2 Lipschitz constant (see
+        [`lipschitz_bound`][lvqmln_torch.core.certify.lipschitz_bound])."""
+        return certify.lipschitz_bound(self)
+
+    def certify_latent(self, z: Any, y: Any = None) -> Tensor:
+        """``(n,)`` certified L2 radii around ``(n, latent_dim)`` latent codes (0 where wrong
+        against ``y``; see [`certify_latent`][lvqmln_torch.core.certify.certify_latent])."""
+        return certify.certify_latent(self, z, y)
+
+    def certify(self, x: Any, y: Any = None) -> Tensor:
+        """``(n,)`` certified L2 radii in input space (0 where wrong against ``y``; see
+        [`certify`][lvqmln_torch.core.certify.certify])."""
+        return certify.certify(self, x, y)
+
+    def certified_accuracy(self, x: Any, y: Any, eps: float | Sequence[float]) -> Tensor:
+        """``(len(eps),)`` shares of samples predicted correctly with a certified radius
+        ``≥ ε`` (see [`certified_accuracy`][lvqmln_torch.core.certify.certified_accuracy])."""
+        return certify.certified_accuracy(self, x, y, eps)

@@ -106,7 +106,7 @@ def _example_input(model: Any, example_input: Any, batch: int = 2) -> Tensor:
     if example_input is not None:
         return torch.as_tensor(example_input).to(device=model.prototypes.device, dtype=dtype)
     hp = model.hparams
-    if hp.backbone == "mlp":
+    if hp.backbone in ("mlp", "identity"):
         shape = (batch, int(hp.in_features))
     elif hp.backbone == "cnn":
         shape = (batch, *map(int, hp.input_shape))

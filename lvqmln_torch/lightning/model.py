@@ -17,6 +17,7 @@ from typing_extensions import override
 
 from ..core import functional as F
 from ..core.calibration import DEFAULT_BOUNDS
+from ..core.certify import add_robust_term
 from ..core.construction import backbone_lr, build_parts
 from ..core.network import PrototypeNetwork
 from ..core.validation import needs_minibatches_error
@@ -97,6 +98,17 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         init_sample_size: at most this many training samples initialise the prototypes
             (from the datamodule's ``init_sample``, else the first training batches: the
             loader is never read to its end, so endless streams work).
+        lipschitz: ``None``, ``"spectral"`` or ``"orthogonal"`` (MLP only): backbone layers
+            of norm 1 during training (see
+            [`constrain`][lvqmln_torch.core.lipschitz_control.constrain]).
+        robust_eps: train for certified robustness at this L2 radius in input space: adds
+            ``robust_weight`` times the hinge on the certified radius (see
+            [`robust_hinge`][lvqmln_torch.core.certify.robust_hinge]) to the GLVQ loss;
+            0 (default): off.
+        robust_weight: the weight of that hinge.
+
+    ``backbone="identity"`` keeps the prototypes in input space (the shallow GLVQ; its
+    ``latent_dim`` is ``in_features``). Certified radii: [`certify`][lvqmln_torch.core.certify.certify].
     """
 
     def __init__(
@@ -133,6 +145,9 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         lookahead: Mapping[str, Any] | None = None,
         seed: int = 42,
         init_sample_size: int = INIT_SAMPLE_SIZE,
+        lipschitz: str | None = None,
+        robust_eps: float = 0.0,
+        robust_weight: float = 1.0,
     ) -> None:
         super().__init__()  # an empty PrototypeNetwork, then LightningModule
         arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -283,7 +298,8 @@ class LVQMLN(PrototypeNetwork, LightningModule):
             and not torch.is_autocast_enabled(x.device.type)
         ):
             x = x.to(self.prototypes.dtype)
-        distances = self.distances(self.backbone(x))
+        z = self.backbone(x)
+        distances = self.distances(z)
         loss = F.glvq_loss(
             distances,
             y,
@@ -293,6 +309,7 @@ class LVQMLN(PrototypeNetwork, LightningModule):
             self.hparams.margin,
             w,
         )
+        loss = add_robust_term(self, loss, z, y, w)
         # The masked min caps infinite distances at the dtype's max (as upstream), which would
         # hide a numeric blow-up behind a finite loss: a NaN or Inf distance makes it NaN.
         loss = loss.add(distances.detach().amax(), alpha=0)

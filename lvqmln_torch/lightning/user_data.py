@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.construction import FLAT_BACKBONES
 from ..core.initializers import SAMPLE_INITIALIZERS
 from ..core.validation import plain
 
@@ -121,15 +122,16 @@ def read_sizes(hparams: Any, datamodule: Any, custom_backbone: bool) -> None:
     if hparams["classes"] is None and getattr(datamodule, "classes_", None) is not None:
         hparams["classes"] = plain(datamodule.classes_)
     backbone = hparams["backbone"]
-    wanted = "in_features" if backbone == "mlp" else "input_shape"
+    flat = backbone in FLAT_BACKBONES
+    wanted = "in_features" if flat else "input_shape"
     if custom_backbone or hparams[wanted] is not None:
         return
     shape, where = sample_shape_of(datamodule)
     if shape is None:
         return
-    if backbone == "mlp" and len(shape) != 1:
+    if flat and len(shape) != 1:
         raise ValueError(
-            f"backbone='mlp' needs flat (n, d) inputs, but the samples have shape {shape} "
+            f"backbone={backbone!r} needs flat (n, d) inputs, but the samples have shape {shape} "
             f"({where}); use backbone='cnn' for (n, C, H, W) images, or flatten the inputs"
         )
     if backbone == "cnn" and len(shape) != 3:
@@ -138,18 +140,20 @@ def read_sizes(hparams: Any, datamodule: Any, custom_backbone: bool) -> None:
             f"{shape} ({where}); use backbone='mlp' for flat inputs, or reshape them to "
             "images and pass input_shape=(C, H, W)"
         )
-    hparams[wanted] = shape[0] if backbone == "mlp" else list(shape)
+    hparams[wanted] = shape[0] if flat else list(shape)
+    if backbone == "identity":
+        hparams["latent_dim"] = shape[0]  # the latent space is the input space
 
 
 def sizes_known(hparams: Any, custom_backbone: bool) -> bool:
     """Whether the module's hyperparameters give every size its network needs: the class
-    count (or initial prototype labels) and, without a custom backbone, ``in_features`` (MLP)
-    or ``input_shape`` (CNN)."""
+    count (or initial prototype labels) and, without a custom backbone, ``in_features`` (MLP,
+    identity) or ``input_shape`` (CNN)."""
     if hparams["n_classes"] is None and hparams["initial_prototype_labels"] is None:
         return False
     if custom_backbone:
         return True
-    wanted = "in_features" if hparams["backbone"] == "mlp" else "input_shape"
+    wanted = "in_features" if hparams["backbone"] in FLAT_BACKBONES else "input_shape"
     return hparams[wanted] is not None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .numpy_core import TRANSFERS
+from .numpy_core import ACTIVATIONS, TRANSFERS
 
 __all__ = ["ENGINES", "numpy_engine_unsupported", "select_engine"]
 
@@ -21,12 +21,21 @@ _NUMPY_MAX_WORK = 1 << 25
 
 def numpy_engine_unsupported(hparams: Mapping[str, Any]) -> str | None:
     """Why a module with these hyperparameters cannot train on this engine (``None`` when it
-    can): the engine covers the built-in MLP backbone with a built-in transfer."""
+    can): the engine covers the built-in MLP backbone with free weights, a built-in
+    activation and transfer, and the GLVQ loss alone."""
     if hparams["backbone"] != "mlp":
         return f"backbone={hparams['backbone']!r} (the numpy engine trains the MLP backbone only)"
     transfer = hparams["transfer"]
     if not isinstance(transfer, str) or transfer not in TRANSFERS:
         return "a callable transfer_fn (the numpy engine knows the built-in transfers only)"
+    if hparams.get("activation") is not None and hparams["activation"] not in ACTIVATIONS:
+        return (
+            f"activation={hparams['activation']!r} (the numpy engine has {', '.join(ACTIVATIONS)})"
+        )
+    if hparams.get("lipschitz") is not None:
+        return f"lipschitz={hparams['lipschitz']!r} (the numpy engine trains free weights only)"
+    if hparams.get("robust_eps"):
+        return "robust_eps > 0 (the numpy engine trains the GLVQ loss only)"
     return None
 
 

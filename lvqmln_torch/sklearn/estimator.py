@@ -16,7 +16,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..core.network import PrototypeNetwork
-from ..core.validation import check_n_classes, check_sample_weight, needs_minibatches_error
+from ..core.validation import check_n_classes, check_sample_weight
 from ..data.arrays import ArrayData
 from ..training.config import module_config
 from .calibration import CalibrationMixin
@@ -24,14 +24,28 @@ from .engines import select_engine
 from .explanations import ExplanationsMixin
 from .numpy_engine import fit_estimator_numpy
 from .output import quiet
-from .params import check_input_rank, check_params, module_arguments, resolve_precision
+from .params import (
+    check_accumulation,
+    check_input_rank,
+    check_params,
+    module_arguments,
+    predict_inputs,
+    resolve_precision,
+    validation_arrays,
+)
 from .persistence import load_estimator, save_estimator, set_fitted
+from .robustness import RobustnessMixin
 
 __all__ = ["LVQMLNClassifier", "from_prosemble"]
 
 
 class LVQMLNClassifier(
-    CalibrationMixin, ExplanationsMixin, ClassifierMixin, TransformerMixin, BaseEstimator
+    CalibrationMixin,
+    ExplanationsMixin,
+    RobustnessMixin,
+    ClassifierMixin,
+    TransformerMixin,
+    BaseEstimator,
 ):
     """LVQMLN as a scikit-learn classifier (a drop-in for ``prosemble.models.LVQMLN``).
 
@@ -72,7 +86,8 @@ class LVQMLNClassifier(
             others from [`LOOKAHEAD_DEFAULTS`][lvqmln_torch.core.validation.LOOKAHEAD_DEFAULTS]).
         mixed_precision: ``"bfloat16"`` or ``"float16"`` (Lightning ``bf16-mixed`` /
             ``16-mixed``).
-        backbone: ``"mlp"`` (inputs ``(n, d)``) or ``"cnn"`` (images ``(n, C, H, W)``).
+        backbone: ``"mlp"`` (inputs ``(n, d)``), ``"cnn"`` (images ``(n, C, H, W)``) or
+            ``"identity"`` (no backbone: prototypes in input space, the shallow GLVQ).
         channels: CNN output channels per conv layer (``None`` → ``[16, 32]``).
         kernel_sizes: CNN kernel size per conv layer (``None`` → ``[3, 3]``).
         cnn_head: ``"flatten"`` (2×2 max-pool, flatten, linear) or ``"mean"`` (upstream's
@@ -99,12 +114,19 @@ class LVQMLNClassifier(
             code of its nearest training sample of the same class (ProtoPNet's "push"), so
             every prototype is a real example; ``prototype_sources_`` holds those samples'
             rows of ``X`` (``None`` without projection).
+        lipschitz: ``None``, ``"spectral"`` or ``"orthogonal"`` (MLP only): backbone layers
+            of norm 1 (see [`constrain`][lvqmln_torch.core.lipschitz_control.constrain]).
+        robust_eps: train for a certified L2 radius of this size in input space (a hinge on
+            the certified radius added to the loss; 0: off).
+        robust_weight: the weight of that hinge.
 
     Explanations (`explain`, `confidence`, `prototype_exemplars`) and the
     reject option (`predict_with_reject`, `accuracy_rejection_curve`,
     `rejection_threshold`) come from
     [`ExplanationsMixin`][lvqmln_torch.sklearn.explanations.ExplanationsMixin]; `calibrate`,
-    `temperature_`, `nonconformity` from [`CalibrationMixin`][lvqmln_torch.sklearn.calibration.CalibrationMixin].
+    `temperature_`, `nonconformity` from [`CalibrationMixin`][lvqmln_torch.sklearn.calibration.CalibrationMixin]; certified
+    radii (`certify`, `certified_accuracy`, `lipschitz_bound`) from
+    [`RobustnessMixin`][lvqmln_torch.sklearn.robustness.RobustnessMixin].
     """
 
     def __init__(
@@ -147,6 +169,9 @@ class LVQMLNClassifier(
         verbose: bool = False,
         engine: str = "auto",
         project_prototypes: bool = False,
+        lipschitz: str | None = None,
+        robust_eps: float = 0.0,
+        robust_weight: float = 1.0,
     ) -> None:
         self.hidden_sizes = hidden_sizes
         self.latent_dim = latent_dim
@@ -186,6 +211,9 @@ class LVQMLNClassifier(
         self.verbose = verbose
         self.engine = engine
         self.project_prototypes = project_prototypes
+        self.lipschitz = lipschitz
+        self.robust_eps = robust_eps
+        self.robust_weight = robust_weight
 
     # ------------------------------------------------------------------ validation
     def _validate_X_y(
@@ -197,22 +225,7 @@ class LVQMLNClassifier(
         return X, y
 
     def _validate_predict_X(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "network_")
-        dtype = np.float64 if self.network_.prototypes.dtype == torch.float64 else np.float32
-        X = validate_data(self, X, dtype=dtype, allow_nd=True, reset=False)
-        expected = tuple(self.input_shape_) if self.input_shape_ is not None else None
-        if expected is not None and X.shape[1:] != expected:
-            raise ValueError(
-                f"X has per-sample shape {X.shape[1:]}, but {type(self).__name__} was fitted "
-                f"on images of shape {expected} (C, H, W)"
-            )
-        if expected is None and X.ndim != 2:
-            raise ValueError(
-                f"X must be 2-D (n_samples, {self.n_features_in_}), got shape {X.shape}"
-            )
-        if not X.flags.writeable:  # torch cannot share read-only memory
-            X = X.copy()
-        return X
+        return predict_inputs(self, X)
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -252,24 +265,9 @@ class LVQMLNClassifier(
         check_n_classes(len(classes), f"y ({classes.tolist()})")
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, len(X))
-        X_val = y_val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (X_val, y_val)")
-            X_val = validate_data(self, validation_data[0], dtype=dtype, allow_nd=True, reset=False)
-            y_val = np.asarray(validation_data[1])
-            if X_val.shape[1:] != X.shape[1:]:
-                raise ValueError(
-                    f"validation X has per-sample shape {X_val.shape[1:]} but X has {X.shape[1:]}"
-                )
+        X_val, y_val = validation_arrays(self, validation_data, X, dtype)
         batch_size = params["batch_size"]
-        n_batches = 1 if batch_size is None else -(-len(X) // batch_size)
-        accumulation = params["gradient_accumulation_steps"] or 1
-        if accumulation > 1 and n_batches == 1:
-            raise needs_minibatches_error(
-                f" (gradient_accumulation_steps={accumulation}, batch_size={batch_size}, "
-                f"{len(X)} samples)"
-            )
+        accumulation = check_accumulation(params, len(X))
         input_shape = list(X.shape[1:]) if X.ndim == 4 else None
         arguments = module_arguments(
             params,

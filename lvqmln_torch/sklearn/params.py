@@ -8,8 +8,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..core.construction import BACKBONES
+from ..core.construction import BACKBONES, FLAT_BACKBONES
 from ..core.functional import TRANSFERS
 from ..core.validation import (
     Boolean,
@@ -19,6 +21,7 @@ from ..core.validation import (
     Options,
     Real,
     check_freeze,
+    needs_minibatches_error,
     plain,
     validate,
 )
@@ -113,6 +116,9 @@ ESTIMATOR_CONSTRAINTS: dict[str, Callable[[str, Any], Any]] = {
     "verbose": Boolean(),
     "engine": Options(ENGINES, noun="engines"),
     "project_prototypes": Boolean(),
+    "lipschitz": _shared("lipschitz"),
+    "robust_eps": _shared("robust_eps"),
+    "robust_weight": _shared("robust_weight"),
 }
 
 
@@ -126,15 +132,15 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_input_rank(X: np.ndarray, backbone: str) -> None:
-    """The training inputs' rank must suit the backbone: ``(n, d)`` for ``"mlp"``,
-    ``(n, C, H, W)`` for ``"cnn"``.
+    """The training inputs' rank must suit the backbone: ``(n, d)`` for ``"mlp"`` and
+    ``"identity"``, ``(n, C, H, W)`` for ``"cnn"``.
 
     Raises:
         ValueError: naming the shape and the backbone that suits it.
     """
-    if backbone == "mlp" and X.ndim != 2:
+    if backbone in FLAT_BACKBONES and X.ndim != 2:
         raise ValueError(
-            f"backbone='mlp' needs 2-D inputs (n_samples, n_features), got shape {X.shape}; "
+            f"backbone={backbone!r} needs 2-D inputs (n_samples, n_features), got shape {X.shape}; "
             "for images (n, C, H, W) use backbone='cnn'"
         )
     if backbone == "cnn" and X.ndim != 4:
@@ -250,4 +256,70 @@ def module_arguments(
         "lookahead": get("lookahead"),
         "seed": get("random_seed", 42),
         "init_sample_size": INIT_SAMPLE_SIZE,
+        "lipschitz": get("lipschitz"),
+        "robust_eps": get("robust_eps", 0.0),
+        "robust_weight": get("robust_weight", 1.0),
     }
+
+
+def validation_arrays(
+    estimator: Any, validation_data: Any, X: np.ndarray, dtype: type[np.floating]
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``fit``'s ``validation_data`` as ``(X_val, y_val)`` arrays (``(None, None)`` without).
+
+    Raises:
+        ValueError: unless it is a pair ``(X_val, y_val)`` whose samples have ``X``'s shape.
+    """
+    if validation_data is None:
+        return None, None
+    if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+        raise ValueError("validation_data must be a tuple (X_val, y_val)")
+    X_val = validate_data(estimator, validation_data[0], dtype=dtype, allow_nd=True, reset=False)
+    if X_val.shape[1:] != X.shape[1:]:
+        raise ValueError(
+            f"validation X has per-sample shape {X_val.shape[1:]} but X has {X.shape[1:]}"
+        )
+    return X_val, np.asarray(validation_data[1])
+
+
+def check_accumulation(params: Mapping[str, Any], n_samples: int) -> int:
+    """The gradient accumulation steps (1 when unset).
+
+    Raises:
+        ValueError: when accumulating over more than one step with a single batch per epoch.
+    """
+    batch_size = params["batch_size"]
+    n_batches = 1 if batch_size is None else -(-n_samples // batch_size)
+    accumulation = params["gradient_accumulation_steps"] or 1
+    if accumulation > 1 and n_batches == 1:
+        raise needs_minibatches_error(
+            f" (gradient_accumulation_steps={accumulation}, batch_size={batch_size}, "
+            f"{n_samples} samples)"
+        )
+    return accumulation
+
+
+def predict_inputs(estimator: Any, X: Any) -> np.ndarray:
+    """``X`` validated for a fitted estimator's ``predict`` (its dtype, rank and per-sample
+    shape), writable.
+
+    Raises:
+        NotFittedError: before ``fit``.
+        ValueError: for inputs of another shape than the training inputs.
+    """
+    check_is_fitted(estimator, "network_")
+    dtype = np.float64 if estimator.network_.prototypes.dtype == torch.float64 else np.float32
+    X = validate_data(estimator, X, dtype=dtype, allow_nd=True, reset=False)
+    expected = tuple(estimator.input_shape_) if estimator.input_shape_ is not None else None
+    if expected is not None and X.shape[1:] != expected:
+        raise ValueError(
+            f"X has per-sample shape {X.shape[1:]}, but {type(estimator).__name__} was fitted "
+            f"on images of shape {expected} (C, H, W)"
+        )
+    if expected is None and X.ndim != 2:
+        raise ValueError(
+            f"X must be 2-D (n_samples, {estimator.n_features_in_}), got shape {X.shape}"
+        )
+    if not X.flags.writeable:  # torch cannot share read-only memory
+        X = X.copy()
+    return X

@@ -20,6 +20,7 @@ from ..core import functional as F
 from ..core.backbones import ACTIVATIONS, CNN_HEADS
 from ..core.construction import BACKBONES
 from ..core.initializers import check_initializer
+from ..core.lipschitz_control import LIPSCHITZ_MODES
 from ..core.validation import (
     Boolean,
     Check,
@@ -86,7 +87,12 @@ MODULE_CONSTRAINTS: dict[str, Callable[[str, Any], Any]] = {
     "lookahead": Check(check_lookahead),
     "seed": Integer(0),
     "init_sample_size": Integer(1),
+    "lipschitz": Options(LIPSCHITZ_MODES, none=True, noun="lipschitz controls"),
+    "robust_eps": Real(0.0),
+    "robust_weight": Real(0.0),
 }
+# Arguments added after 0.1 with the defaults that keep older hyperparameters' meaning.
+NEW_ARGUMENT_DEFAULTS = {"lipschitz": None, "robust_eps": 0.0, "robust_weight": 1.0}
 
 
 @dataclass(frozen=True)
@@ -193,7 +199,11 @@ def module_config(arguments: Mapping[str, Any]) -> ModuleConfig:
             f"Unknown backbone {backbone!r}. Valid backbones: {', '.join(BACKBONES)}, or an "
             f"nn.Module{hint}"
         )
+    for name, default in NEW_ARGUMENT_DEFAULTS.items():
+        params.setdefault(name, default)
     params = validate(params, MODULE_CONSTRAINTS)
+    if params["backbone"] == "identity" and params["in_features"] is not None:
+        params["latent_dim"] = params["in_features"]  # the latent space is the input space
     transfer = F.get_transfer(params["transfer"])
     optimizer_cls = resolve_optimizer(params["optimizer"])
     if params["lr_scheduler"] is not None:

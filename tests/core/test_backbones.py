@@ -34,7 +34,8 @@ def _assert_glorot(weight: torch.Tensor, limit: float) -> None:
 
 
 def test_activation_registry():
-    assert list(ACTIVATIONS) == ACTIVATION_NAMES
+    # upstream's activations, then ours (maxmin: for Lipschitz-controlled backbones)
+    assert list(ACTIVATIONS) == [*ACTIVATION_NAMES, "maxmin"]
     x = torch.linspace(-3, 3, 13)
     torch.testing.assert_close(get_activation("leaky_relu")(x), torch.where(x > 0, x, 0.01 * x))
     assert isinstance(get_activation("selu"), nn.SELU)
