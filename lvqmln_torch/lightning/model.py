@@ -29,6 +29,7 @@ from .user_data import (
     check_init_sample,
     first_samples,
     read_sizes,
+    size_source,
     unpack,
 )
 
@@ -43,8 +44,9 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
     on the squared Euclidean distances trains backbone and prototypes jointly.
 
     Sizes that the data determine (``in_features`` / ``input_shape``, ``n_classes``,
-    ``classes``) may be left ``None``: they are read from the datamodule in ``setup`` and
-    written back to the hyperparameters, so checkpoints reload without the data.
+    ``classes``) may be left ``None``: they are read from the datamodule in ``setup`` (the
+    input size also from a plain training ``DataLoader``'s first batch) and written back to
+    the hyperparameters, so checkpoints reload without the data.
 
     Args:
         backbone: ``"mlp"``, ``"cnn"`` or any ``nn.Module`` mapping inputs to
@@ -209,7 +211,7 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
                 raise ValueError(
                     "LVQMLN cannot infer its input size: pass in_features (MLP) or input_shape "
                     "(CNN), or fit with a datamodule (its n_features / input_shape, else its "
-                    "first training batch)"
+                    "first training batch) or a training DataLoader (its first batch)"
                 )
             self._build()
         if initialize and not self._prototypes_ready and hasattr(datamodule, "init_sample"):
@@ -222,7 +224,9 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
     @override
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        self.prepare(datamodule, initialize=stage == "fit" and self.trainer.ckpt_path is None)
+        # fit without a datamodule: the sizes come from the training loader's first batch.
+        source = size_source(self.trainer) if stage == "fit" else datamodule
+        self.prepare(source, initialize=stage == "fit" and self.trainer.ckpt_path is None)
         self._defer_clashing_hparams(datamodule)
 
     @override
