@@ -274,6 +274,15 @@ def main() -> int:
     )
     parser.add_argument("--mnist-epochs", type=int, default=5)
     parser.add_argument(
+        "--mnist-jobs",
+        type=int,
+        default=1,
+        help="run ours, the control (and the estimator) at once",
+    )
+    parser.add_argument(
+        "--mnist-estimator", action="store_true", help="also fit LVQMLNClassifier on MNIST"
+    )
+    parser.add_argument(
         "--mnist-train-size", type=int, help="only the first N training images (a quick look)"
     )
     parser.add_argument("--prosemble-worker", help=argparse.SUPPRESS)
@@ -337,7 +346,12 @@ def mnist_row(args: argparse.Namespace, meta: dict[str, Any]) -> str | None:
     X_train, y_train, X_test, y_test = load_mnist(path)
     if args.mnist_train_size:
         X_train, y_train = X_train[: args.mnist_train_size], y_train[: args.mnist_train_size]
-    results = run_mnist((X_train, y_train, X_test, y_test), args.mnist_epochs)
+    results = run_mnist(
+        (X_train, y_train, X_test, y_test),
+        args.mnist_epochs,
+        fit_estimator=args.mnist_estimator,
+        jobs=args.mnist_jobs,
+    )
     meta = {**meta, "load_end": load_average()}
     report = render_mnist(results, meta, len(X_train))
     if args.write:

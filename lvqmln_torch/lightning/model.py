@@ -80,7 +80,7 @@ class LVQMLN(PrototypeNetwork, DatamoduleHparamsLogging, LightningModule):
         optimizer_kwargs: extra keyword arguments of the optimizer.
         lr: learning rate (of the prototypes, and of the backbone unless ``bb_lr``).
         bb_lr: backbone learning rate: a second parameter group of the same optimizer;
-            ``None``: ``lr`` for the MLP (as upstream), ``0.3 · lr`` for the CNN (see
+            ``None``: ``lr`` for the MLP (as upstream), ``0.1 · lr`` for the CNN (see
             [`DEFAULT_BB_LR_FACTOR`][lvqmln_torch.core.network.DEFAULT_BB_LR_FACTOR]).
         lr_scheduler: one of the nine upstream schedules, stepped per optimizer step.
         lr_scheduler_kwargs: the schedule's keyword arguments (upstream names).
