@@ -41,7 +41,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/scale.py
-	$(PY) benchmarks/accuracy.py --write
+	# MNIST rows: MNIST=path/to/mnist.pkl.gz (or $$LVQMLN_MNIST); skipped with a message without it.
+	$(PY) benchmarks/accuracy.py --write $(if $(MNIST),--mnist $(MNIST))
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict turns every warning into an error.
 $(DOCS_STAMP): $(STAMP) pyproject.toml
