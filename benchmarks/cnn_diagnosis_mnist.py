@@ -17,6 +17,7 @@ Usage (about 1-4 min per line on 2 shared cores; the table is in ``docs/images.m
     python benchmarks/cnn_diagnosis_mnist.py '{}' --train 10000
     python benchmarks/cnn_diagnosis_mnist.py '{"bb_lr": 0.003}' --train 10000
     python benchmarks/cnn_diagnosis_mnist.py '{"bb_lr": 0.003}' --train 10000 --control
+    python benchmarks/cnn_diagnosis_mnist.py '{"bb_lr": 0.003}' --head-lr-scale 0.0816
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from lvqmln_torch.training.config import module_config  # noqa: E402
 from lvqmln_torch.training.optimizers import parameter_groups  # noqa: E402
 
 
-def diagnose(settings: dict, data: tuple, epochs: int, control: bool) -> dict[str, object]:
+def diagnose(
+    settings: dict, data: tuple, epochs: int, control: bool, head_scale: float | None = None
+) -> dict[str, object]:
     x, t, x_test, t_test = (torch.as_tensor(a) for a in data)
     params = {"backbone": "cnn", "latent_dim": 10, "random_seed": 42, **settings}
     arguments = module_arguments(
@@ -66,6 +69,18 @@ def diagnose(settings: dict, data: tuple, epochs: int, control: bool) -> dict[st
             network.prototypes, network.backbone, hp["lr"], backbone_lr(hp), []
         )
         groups = [{k: v for k, v in g.items() if k != "name"} for g in groups]
+    if head_scale is not None:
+        # The backbone's linear head apart, at head_scale times the backbone's rate.
+        backbone_head = list(network.backbone.head.parameters())
+        convs = [p for n, p in network.backbone.named_parameters() if not n.startswith("head.")]
+        groups = [
+            {
+                "params": list(head.parameters()) if control else [network.prototypes],
+                "lr": hp["lr"],
+            },
+            {"params": convs, "lr": backbone_lr(hp)},
+            {"params": backbone_head, "lr": backbone_lr(hp) * head_scale},
+        ]
     optimizer = torch.optim.Adam(groups)
     generator = torch.Generator().manual_seed(0)
     accuracy = []
@@ -112,6 +127,11 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--control", action="store_true", help="a linear softmax head instead")
     parser.add_argument("--mnist", help="mnist.pkl.gz or IDX folder (see mnist_data.py)")
+    parser.add_argument(
+        "--head-lr-scale",
+        type=float,
+        help="train the backbone's linear head at this times the backbone's learning rate",
+    )
     args = parser.parse_args()
     path = find_mnist(args.mnist)
     if path is None:
@@ -121,7 +141,11 @@ def main() -> int:
     X, y, X_test, y_test = load_mnist(path)
     settings = json.loads(args.settings)
     out = diagnose(
-        settings, (X[: args.train], y[: args.train], X_test, y_test), args.epochs, args.control
+        settings,
+        (X[: args.train], y[: args.train], X_test, y_test),
+        args.epochs,
+        args.control,
+        args.head_lr_scale,
     )
     rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
     print(json.dumps({"settings": settings, "control": args.control, **rounded}), flush=True)
