@@ -352,7 +352,7 @@ def mnist_row(args: argparse.Namespace, meta: dict[str, Any]) -> str | None:
         fit_estimator=args.mnist_estimator,
         jobs=args.mnist_jobs,
     )
-    meta = {**meta, "load_end": load_average()}
+    meta = {**meta, "load_end": load_average(), "jobs": args.mnist_jobs}
     report = render_mnist(results, meta, len(X_train))
     if args.write:
         plot_mnist(results, HERE.parent / "docs" / "mnist_accuracy.png")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -137,7 +138,7 @@ def main() -> int:
     if path is None:
         print("MNIST not found: see benchmarks/mnist_data.py for how to get it", file=sys.stderr)
         return 1
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))
     X, y, X_test, y_test = load_mnist(path)
     settings = json.loads(args.settings)
     out = diagnose(

@@ -188,7 +188,12 @@ def render_mnist(results: dict[str, Any], meta: dict[str, Any], n_train: int) ->
         f"`ArrayDataModule(batch_size={BATCH_SIZE})`, `Trainer.fit`. Control: the same backbone "
         "(same seed and input statistics) with a linear softmax head, a plain torch loop, the "
         "same Adam learning rates, batches and epochs. Seconds: the training batches of the "
-        "epoch (no evaluation).",
+        "epoch (no evaluation)"
+        + (
+            f"; ours and the control ran at once ({meta['jobs']} processes, one thread each)."
+            if meta.get("jobs", 1) > 1
+            else "."
+        ),
         "",
         "| epoch | ours: test accuracy | control: test accuracy | ours − control (points) "
         "| ours: s/epoch | control: s/epoch |",
