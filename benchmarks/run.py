@@ -631,7 +631,7 @@ def _walk(tree: Any, prefix: str = "") -> Any:
 
 # ---------------------------------------------------------------------------- main
 # The sections other scripts write into RESULTS.md (see _common.replace_section): kept.
-KEPT_SECTIONS = ("projection", "scale", "accuracy")
+KEPT_SECTIONS = ("projection", "scale", "accuracy", "mnist")
 
 
 def main(argv: list[str] | None = None) -> int:
