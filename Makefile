@@ -52,7 +52,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/scale.py
-	$(PY) benchmarks/accuracy.py --write
+	# MNIST rows: MNIST=path/to/mnist.pkl.gz (or $$LVQMLN_MNIST); skipped with a message without it.
+	$(PY) benchmarks/accuracy.py --write $(if $(MNIST),--mnist $(MNIST))
 	$(PY) benchmarks/robustness.py --write
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict turns every warning into an error.

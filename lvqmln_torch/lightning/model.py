@@ -33,6 +33,7 @@ from .user_data import (
     first_samples,
     initialize_from_sample,
     prepare_module,
+    size_source,
     sizes_known,
     unpack,
 )
@@ -48,8 +49,9 @@ class LVQMLN(PrototypeNetwork, LightningModule):
     on the squared Euclidean distances trains backbone and prototypes jointly.
 
     Sizes that the data determine (``in_features`` / ``input_shape``, ``n_classes``,
-    ``classes``) may be left ``None``: they are read from the datamodule in ``setup`` and
-    written back to the hyperparameters, so checkpoints reload without the data.
+    ``classes``) may be left ``None``: they are read from the datamodule in ``setup`` (the
+    input size also from a plain training ``DataLoader``'s first batch) and written back to
+    the hyperparameters, so checkpoints reload without the data.
 
     Args:
         backbone: ``"mlp"``, ``"cnn"`` or any ``nn.Module`` mapping inputs to
@@ -83,7 +85,7 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         optimizer_kwargs: extra keyword arguments of the optimizer.
         lr: learning rate (of the prototypes, and of the backbone unless ``bb_lr``).
         bb_lr: backbone learning rate: a second parameter group of the same optimizer;
-            ``None``: ``lr`` for the MLP (as upstream), ``0.3 · lr`` for the CNN (see
+            ``None``: ``lr`` for the MLP (as upstream), ``0.1 · lr`` for the CNN (see
             [`DEFAULT_BB_LR_FACTOR`][lvqmln_torch.core.construction.DEFAULT_BB_LR_FACTOR]).
         lr_scheduler: one of the nine upstream schedules, stepped per optimizer step.
         lr_scheduler_kwargs: the schedule's keyword arguments (upstream names).
@@ -214,7 +216,9 @@ class LVQMLN(PrototypeNetwork, LightningModule):
     @override
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        self.prepare(datamodule, initialize=stage == "fit" and self.trainer.ckpt_path is None)
+        # fit without a datamodule: the sizes come from the training loader's first batch.
+        source = size_source(self.trainer) if stage == "fit" else datamodule
+        self.prepare(source, initialize=stage == "fit" and self.trainer.ckpt_path is None)
         # Made here, not in __init__: modules pickled by 0.1 have no such attribute.
         self._deferred_hparams = DeferredHparams()
         self._deferred_hparams.defer(self, datamodule)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from ..core.construction import FLAT_BACKBONES
@@ -26,6 +27,7 @@ __all__ = [
     "read_sizes",
     "sample_shape_of",
     "sizes_known",
+    "size_source",
     "unpack",
 ]
 
@@ -99,8 +101,45 @@ def sample_shape_of(datamodule: Any) -> tuple[tuple[int, ...] | None, str]:
     if hasattr(datamodule, "train_dataloader"):
         for batch in datamodule.train_dataloader():
             shape = tuple(int(s) for s in unpack(batch)[0].shape[1:])
-            return shape, f"the first training batch of {type(datamodule).__name__}"
+            name = (
+                "the DataLoader passed to Trainer.fit"
+                if isinstance(datamodule, TrainLoader)
+                else type(datamodule).__name__
+            )
+            return shape, f"the first training batch of {name}"
     return None, type(datamodule).__name__
+
+
+class TrainLoader:
+    """A training loader handed to ``Trainer.fit`` without a datamodule, seen as a datamodule
+    that has only a ``train_dataloader``: its sizes come from its first batch."""
+
+    def __init__(self, loader: Iterable[Any]) -> None:
+        self.loader = loader
+
+    def train_dataloader(self) -> Iterable[Any]:
+        return self.loader
+
+
+def size_source(trainer: Any) -> Any:
+    """Where ``fit`` reads the sizes left ``None``: the trainer's datamodule, else the training
+    loader passed to ``Trainer.fit(model, train_dataloaders)`` (as a
+    [`TrainLoader`][lvqmln_torch.lightning.user_data.TrainLoader]), else ``None``.
+
+    Args:
+        trainer: the Lightning ``Trainer`` in its ``fit`` setup.
+    """
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is not None:
+        return datamodule
+    # Lightning keeps the loader given to fit in its fit loop's data source (no public
+    # accessor before the loop starts). A LightningModule there means fit got no loader;
+    # several loaders (a list or dict) yield combined batches, which are not (x, y).
+    source = getattr(getattr(trainer, "fit_loop", None), "_data_source", None)
+    loader = getattr(source, "instance", None)
+    if loader is None or isinstance(loader, LightningModule | Mapping | list | tuple):
+        return None
+    return TrainLoader(loader)
 
 
 def read_sizes(hparams: Any, datamodule: Any, custom_backbone: bool) -> None:
@@ -281,7 +320,7 @@ def prepare_module(module: Any, datamodule: Any = None, initialize: bool = True)
             raise ValueError(
                 "LVQMLN cannot infer its input size: pass in_features (MLP) or input_shape "
                 "(CNN), or fit with a datamodule (its n_features / input_shape, else its "
-                "first training batch)"
+                "first training batch) or a training DataLoader (its first batch)"
             )
         module._build()
     if initialize and not module.prototypes_ready and hasattr(datamodule, "init_sample"):

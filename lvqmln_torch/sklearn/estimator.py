@@ -59,7 +59,7 @@ class LVQMLNClassifier(
             every layer, the last one included unless ``latent_activation=False``); ``None``
             (default): the backbone's, sigmoid for the MLP (upstream's) and tanh for the CNN.
         beta: steepness of the transfer function.
-        bb_lr: backbone learning rate (``None``: ``lr`` for the MLP, ``0.3 · lr`` for the CNN).
+        bb_lr: backbone learning rate (``None``: ``lr`` for the MLP, ``0.1 · lr`` for the CNN).
         n_prototypes_per_class: int, list indexed by class, or dict label → count.
         max_iter: number of epochs (in full batch, the number of optimizer steps).
         lr: learning rate.

@@ -21,6 +21,7 @@ from _paths import TESTS
 from torch.utils.data import DistributedSampler
 
 from lvqmln_torch import LVQMLN
+from lvqmln_torch.lightning.user_data import initialize_from_sample
 
 SCRIPT = TESTS / "ddp_script.py"
 ddp_script = load_script(SCRIPT)
@@ -150,7 +151,7 @@ def test_on_train_start_initialisation_is_rank0_broadcast(ddp_results):
         shard = list(sampler)
         model = LVQMLN(**ddp_script.COMMON, **spec).double()
         x, y_shard = torch.as_tensor(X[shard]), torch.as_tensor(y[shard])
-        model._initialize_from_data(lambda: (x, y_shard), "the shard")
+        initialize_from_sample(model, model._initializer, lambda: (x, y_shard), "the shard")
         return model.prototypes.detach()
 
     torch.testing.assert_close(rank0["init"]["prototypes"], local_init(0), rtol=0, atol=1e-12)

@@ -252,6 +252,32 @@ def test_plain_dataloader_with_known_sizes_initialises_from_the_batches():
     assert np.mean(model.predict(x) == y) > 0.85
 
 
+def test_plain_dataloaders_give_the_input_size_as_a_datamodule_does():
+    """``trainer.fit(model, train_loader[, val_loader])`` reads ``in_features`` (MLP) or
+    ``input_shape`` (CNN) from the first training batch, as for a DataModule."""
+    X, y = _iris()
+    x = torch.tensor((X - X.mean(0)) / X.std(0), dtype=torch.float32)
+    model = LVQMLN(n_classes=3, lr=0.05)
+    trainer = _trainer(max_epochs=60)
+    trainer.fit(model, _loader(x, torch.tensor(y)), _loader(x[::3], torch.tensor(y[::3])))
+    assert model.hparams.in_features == 4
+    assert "val_acc" in trainer.callback_metrics
+    assert np.mean(model.predict(x) == y) > 0.85
+
+    images, labels = load_builtin("digits", as_images=True)
+    images = torch.tensor(images[:200], dtype=torch.float32)
+    cnn = LVQMLN(backbone="cnn", n_classes=10, latent_dim=10)
+    _trainer(max_epochs=1).fit(cnn, train_dataloaders=_loader(images, torch.tensor(labels[:200])))
+    assert cnn.hparams.input_shape == [1, 8, 8]
+    assert cnn.predict(images).shape == (200,)
+
+
+def test_plain_dataloader_still_needs_n_classes():
+    X, y = _iris()
+    with pytest.raises(ValueError, match="LVQMLN needs the number of classes"):
+        _trainer(max_epochs=1).fit(LVQMLN(), _loader(torch.tensor(X), torch.tensor(y)))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

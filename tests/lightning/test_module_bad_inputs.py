@@ -65,8 +65,11 @@ class PlainDataModule(L.LightningDataModule):
         r"datamodule an n_classes attribute",
     ),
     (
-        "module-no-input-size-from-a-plain-loader",
-        lambda c: fit_module(LVQMLN(n_classes=3), Batches(XT, YT)),
+        "module-no-input-size-from-an-empty-loader",
+        lambda c: fit_module(
+            LVQMLN(n_classes=3),
+            torch.utils.data.DataLoader(torch.utils.data.TensorDataset(XT[:0], YT[:0])),
+        ),
         ValueError,
         r"cannot infer its input size: pass in_features \(MLP\) or input_shape \(CNN\)",
     ),
