@@ -14,7 +14,6 @@ each file is written atomically.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 from collections.abc import Sequence
@@ -25,21 +24,19 @@ import numpy as np
 import torch
 
 from .core.certify import check_eps
-from .core.files import atomic_write
+from .core.files import atomic_write_text
 from .data.labels import encode_labels
-from .io.inputs import input_radius_scale, read_inputs, standardization
+from .io.inputs import (
+    checkpoint_parser,
+    input_radius_scale,
+    read_inputs,
+    report_written,
+    standardization,
+)
 
 __all__ = ["main", "run_certify"]
 
 DEFAULT_EPS = (0.5, 1.0, 1.58)
-
-
-def _write_text(path: Path, text: str) -> Path:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            handle.write(text)
-
-    return atomic_write(path, write)
 
 
 def _csv(rows: list[list[Any]]) -> str:
@@ -127,24 +124,20 @@ def run_certify(
     from .viz.plotting import save_figure
 
     out = Path(output)
-    written = [_write_text(out / "radii.csv", _csv(rows))]
-    written.append(_write_text(out / "certified.csv", _csv(summary)))
+    written = [atomic_write_text(out / "radii.csv", _csv(rows))]
+    written.append(atomic_write_text(out / "certified.csv", _csv(summary)))
     written.append(save_figure(figure, out / "certified_accuracy.png"))
     return written
 
 
 def main(args: Sequence[str] | None = None) -> None:
     """``lvqmln certify`` (exit status 2 with a one-line error for a bad argument)."""
-    parser = argparse.ArgumentParser(
-        prog="lvqmln certify",
-        description="Certified L2 radii of a checkpoint's predictions: radii.csv, certified.csv "
+    parser = checkpoint_parser(
+        "lvqmln certify",
+        "Certified L2 radii of a checkpoint's predictions: radii.csv, certified.csv "
         "and certified_accuracy.png.",
+        output="certified",
     )
-    parser.add_argument("checkpoint", help="the LVQMLN .ckpt file")
-    parser.add_argument("inputs", help="a .npy array or a .csv file with a header")
-    parser.add_argument("--output", default="certified", help="output folder")
-    parser.add_argument("--labels", default=None, help="a .npy file of labels (.npy inputs)")
-    parser.add_argument("--target", default=None, help="the label column of a CSV file")
     parser.add_argument(
         "--eps",
         type=float,
@@ -153,17 +146,10 @@ def main(args: Sequence[str] | None = None) -> None:
         metavar="R",
         help="radii for certified.csv (default: 0.5 1.0 1.58)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     ns = parser.parse_args(None if args is None else list(args))
-    from sklearn.exceptions import NotFittedError
-
-    from .io.checkpoint import CheckpointError
-
-    try:
-        written = run_certify(
+    report_written(
+        parser,
+        lambda: run_certify(
             ns.checkpoint, ns.inputs, ns.output, ns.labels, ns.target, ns.eps, ns.device
-        )
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError, NotFittedError) as err:
-        parser.error(f"{type(err).__name__}: {err}")
-    for path in written:
-        print(f"Written {path}", flush=True)
+        ),
+    )

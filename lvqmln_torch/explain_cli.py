@@ -13,7 +13,6 @@ Everything is computed before anything is written; each file is written atomical
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 from collections.abc import Sequence
@@ -23,9 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .core.files import atomic_write
+from .core.files import atomic_write_text
 from .data.labels import encode_labels
-from .io.inputs import input_radius_scale, read_inputs, standardization
+from .io.inputs import (
+    checkpoint_parser,
+    input_radius_scale,
+    read_inputs,
+    report_written,
+    standardization,
+)
 
 __all__ = ["main", "run_explain"]
 
@@ -126,12 +131,7 @@ def run_explain(
     from .viz.plotting import save_figure
 
     out = Path(output)
-
-    def write_text(tmp: str) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            handle.write(text)
-
-    written = [atomic_write(out / "explanations.csv", write_text)]
+    written = [atomic_write_text(out / "explanations.csv", text)]
     written.append(save_figure(exemplars, out / "exemplars.png"))
     if curve_figure is not None:
         written.append(save_figure(curve_figure, out / "accuracy_rejection.png"))
@@ -140,26 +140,18 @@ def run_explain(
 
 def main(args: Sequence[str] | None = None) -> None:
     """``lvqmln explain`` (exit status 2 with a one-line error for a bad argument)."""
-    parser = argparse.ArgumentParser(
-        prog="lvqmln explain",
-        description="Explain a checkpoint's predictions: explanations.csv, exemplars.png and "
+    parser = checkpoint_parser(
+        "lvqmln explain",
+        "Explain a checkpoint's predictions: explanations.csv, exemplars.png and "
         "(with labels) accuracy_rejection.png.",
+        output="explanations",
     )
-    parser.add_argument("checkpoint", help="the LVQMLN .ckpt file")
-    parser.add_argument("inputs", help="a .npy array or a .csv file with a header")
-    parser.add_argument("--output", default="explanations", help="output folder")
-    parser.add_argument("--labels", default=None, help="a .npy file of labels (.npy inputs)")
-    parser.add_argument("--target", default=None, help="the label column of a CSV file")
     parser.add_argument("--k", type=int, default=5, help="exemplars per prototype")
     parser.add_argument("--image-shape", type=int, nargs="+", default=None, metavar="N")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     ns = parser.parse_args(None if args is None else list(args))
-    from sklearn.exceptions import NotFittedError
-
-    from .io.checkpoint import CheckpointError
-
-    try:
-        written = run_explain(
+    report_written(
+        parser,
+        lambda: run_explain(
             ns.checkpoint,
             ns.inputs,
             ns.output,
@@ -168,8 +160,5 @@ def main(args: Sequence[str] | None = None) -> None:
             ns.k,
             ns.image_shape,
             ns.device,
-        )
-    except (ValueError, FileNotFoundError, CheckpointError, NotFittedError) as err:
-        parser.error(f"{type(err).__name__}: {err}")
-    for path in written:
-        print(f"Written {path}", flush=True)
+        ),
+    )

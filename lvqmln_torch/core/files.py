@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "atomic_write_text"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -33,3 +33,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically (see
+    [`atomic_write`][lvqmln_torch.core.files.atomic_write]).
+
+    Returns:
+        ``path`` as a `Path`.
+    """
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            handle.write(text)
+
+    return atomic_write(path, write)

@@ -1,15 +1,24 @@
 """The inputs of the checkpoint command lines (``lvqmln explain``, ``lvqmln certify``): a
 ``.npy`` array or a ``.csv`` file with a header, and the standardisation that the checkpoint's
-datamodule applied to its training inputs."""
+datamodule applied to its training inputs; and the arguments and error handling they share."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["datamodule_setting", "input_radius_scale", "read_inputs", "standardization"]
+__all__ = [
+    "checkpoint_parser",
+    "datamodule_setting",
+    "input_radius_scale",
+    "read_inputs",
+    "report_written",
+    "standardization",
+]
 
 
 def standardization(checkpoint: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -60,3 +69,32 @@ def input_radius_scale(stats: tuple[np.ndarray, np.ndarray] | None) -> float:
     if stats is None:
         return 1.0
     return float(np.min(np.abs(stats[1])))
+
+
+def checkpoint_parser(prog: str, description: str, output: str) -> argparse.ArgumentParser:
+    """The parser of a checkpoint command line, with the arguments they all take: the
+    checkpoint, the inputs, ``--output`` (default ``output``), ``--labels``, ``--target`` and
+    ``--device``; the command adds its own."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("checkpoint", help="the LVQMLN .ckpt file")
+    parser.add_argument("inputs", help="a .npy array or a .csv file with a header")
+    parser.add_argument("--output", default=output, help="output folder")
+    parser.add_argument("--labels", default=None, help="a .npy file of labels (.npy inputs)")
+    parser.add_argument("--target", default=None, help="the label column of a CSV file")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    return parser
+
+
+def report_written(parser: argparse.ArgumentParser, run: Callable[[], Sequence[Path]]) -> None:
+    """Run a command and print the files it wrote; a bad argument, input or checkpoint ends
+    the program with exit status 2 and a one-line error (``parser.error``)."""
+    from sklearn.exceptions import NotFittedError
+
+    from .checkpoint import CheckpointError
+
+    try:
+        written = run()
+    except (ValueError, TypeError, FileNotFoundError, CheckpointError, NotFittedError) as err:
+        parser.error(f"{type(err).__name__}: {err}")
+    for path in written:
+        print(f"Written {path}", flush=True)
