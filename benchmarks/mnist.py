@@ -27,7 +27,7 @@ BATCH_SIZE = 128
 EPOCHS = 5
 # The datamodule's shuffling seed: the estimator's (its random_seed, default 42), so that
 # LVQMLNClassifier(backbone="cnn", latent_dim=10, batch_size=128) trains this very model
-# (tests/test_images.py checks that both paths give the same prototypes).
+# (tests/lightning/test_images.py checks that both paths give the same prototypes).
 DATA_SEED = 42
 MODEL = {"backbone": "cnn", "latent_dim": 10}
 

@@ -8,7 +8,7 @@ updates of torch's CPU default implementation (``foreach=False``: ``_single_tens
 operation by operation, on NumPy arrays updated in place; the state scalars that torch keeps
 in 0-dim tensors of its scalar dtype (Adam's step count, NAdam's μ product, ASGD's η and μ)
 are rounded to that dtype as torch rounds them. The parameters agree with torch's to rounding
-(step for step, every option; ``tests/test_numpy_optim.py``), not bit for bit: torch's CPU
+(step for step, every option; ``tests/sklearn/test_numpy_optim.py``), not bit for bit: torch's CPU
 kernels fuse multiply-adds that NumPy rounds twice.
 
 Implementation selectors (``foreach``, ``fused``, ``capturable``, ``differentiable``) choose
