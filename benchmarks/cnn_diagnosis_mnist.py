@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist_data import find_mnist, load_mnist  # noqa: E402
 
 from lvqmln_torch import functional as F  # noqa: E402
-from lvqmln_torch.core.network import PrototypeNetwork, backbone_lr  # noqa: E402
+from lvqmln_torch.core.construction import backbone_lr  # noqa: E402
+from lvqmln_torch.core.network import PrototypeNetwork  # noqa: E402
 from lvqmln_torch.sklearn.params import module_arguments  # noqa: E402
 from lvqmln_torch.training.config import module_config  # noqa: E402
 from lvqmln_torch.training.optimizers import parameter_groups  # noqa: E402

@@ -59,7 +59,7 @@ def fit_softmax(
     Returns:
         ``predict(x) -> (n,)`` class indices.
     """
-    from lvqmln_torch.core.network import backbone_lr
+    from lvqmln_torch.core.construction import backbone_lr
 
     torch.manual_seed(hp["seed"])
     head = torch.nn.Linear(hp["latent_dim"], hp["n_classes"])
