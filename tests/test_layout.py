@@ -218,3 +218,23 @@ def test_an_old_path_leaves_the_module_its_own_spec() -> None:
         module = importlib.import_module(f"{NAME}.{old}")
         assert module.__spec__.name == f"{NAME}.{new}"
         assert module.__spec__.parent == module.__package__
+
+
+def test_the_scripts_outside_the_package_import_names_that_exist() -> None:
+    """Benchmarks, docs scripts and examples are not run by the suite: a name they import from
+    the package that moved or vanished would only show when someone runs them."""
+    root = PACKAGE.parent
+    scripts = [*root.glob("benchmarks/*.py"), *root.glob("docs/*.py"), *root.glob("examples/*.py")]
+    missing = []
+    for script in scripts:
+        for node in ast.walk(ast.parse(script.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and (node.module or "").startswith(NAME)):
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name):
+                    try:
+                        importlib.import_module(f"{node.module}.{alias.name}")
+                    except ImportError:
+                        missing.append(f"{script.relative_to(root)}: {node.module}.{alias.name}")
+    assert scripts and not missing, "\n".join(missing)
