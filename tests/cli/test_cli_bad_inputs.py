@@ -9,6 +9,13 @@ from _bad_inputs import BAD_COUNTS, IRIS_CONFIG, NOT_FITTED, UNKNOWN, cases, che
 from sklearn.exceptions import NotFittedError
 
 
+def fit_csv(c, text: str):
+    """``lvqmln fit`` on the iris config with a CSV file of ``text`` as its data."""
+    return c.cli(
+        "fit", "--config", IRIS_CONFIG, "--data", "CsvDataModule", "--data.path", c.csv(text)
+    )
+
+
 # --------------------------------------------------------------------------- X rank
 @cases(
     (
@@ -26,15 +33,7 @@ def test_x_not_2d_or_4d(ctx, action, error, match):
 @cases(
     (
         "cli-csv-short-row",
-        lambda c: c.cli(
-            "fit",
-            "--config",
-            IRIS_CONFIG,
-            "--data",
-            "CsvDataModule",
-            "--data.path",
-            c.csv("a,b,label\n1,2,x\n3,y\n4,5,y\n"),
-        ),  # fmt: skip
+        lambda c: fit_csv(c, "a,b,label\n1,2,x\n3,y\n4,5,y\n"),
         ValueError,
         r"line 3: 2 fields but the header has 3 columns",
     ),
@@ -47,15 +46,7 @@ def test_x_y_lengths_differ(ctx, action, error, match):
 @cases(
     (
         "cli-csv-nan",
-        lambda c: c.cli(
-            "fit",
-            "--config",
-            IRIS_CONFIG,
-            "--data",
-            "CsvDataModule",
-            "--data.path",
-            c.csv("a,b,label\n1,2,x\n,3,y\n4,5,x\n"),
-        ),  # fmt: skip
+        lambda c: fit_csv(c, "a,b,label\n1,2,x\n,3,y\n4,5,x\n"),
         ValueError,
         r"has a missing or non-finite value",
     ),
@@ -68,15 +59,7 @@ def test_nan_or_inf_in_x(ctx, action, error, match):
 @cases(
     (
         "cli-csv",
-        lambda c: c.cli(
-            "fit",
-            "--config",
-            IRIS_CONFIG,
-            "--data",
-            "CsvDataModule",
-            "--data.path",
-            c.csv("a,b,label\n1,2,x\n2,3,x\n4,5,x\n"),
-        ),  # fmt: skip
+        lambda c: fit_csv(c, "a,b,label\n1,2,x\n2,3,x\n4,5,x\n"),
         ValueError,
         r"LVQMLN needs at least 2 classes, got 1 class",
     ),
@@ -89,9 +72,7 @@ def test_fewer_than_two_classes(ctx, action, error, match):
 @cases(
     (
         "cli-csv",
-        lambda c: c.cli(
-            "fit", "--config", IRIS_CONFIG, "--data", "CsvDataModule", "--data.path", c.csv("")
-        ),
+        lambda c: fit_csv(c, ""),
         ValueError,
         r"CSV file .* is empty",
     ),
