@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,13 @@ def replace_section(text: str, name: str, section: str) -> str:
         before, rest = text.split(start, 1)
         return before + block + rest.split(end, 1)[1].lstrip("\n")
     return text.rstrip("\n") + ("\n\n" if text.strip() else "") + block
+
+
+def write_section(path: Path, name: str, section: str) -> None:
+    """Replace (or append) the ``name`` block of the report at ``path`` (see
+    :func:`replace_section`), leaving the other sections as they are."""
+    text = path.read_text() if path.exists() else ""
+    path.write_text(replace_section(text, name, section))
 
 
 def keep_section(old: str, new: str, name: str) -> str:

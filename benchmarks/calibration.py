@@ -23,10 +23,11 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from _common import replace_section
+from _common import write_section
 from mnist_data import find_mnist
 from sklearn import datasets
 from sklearn.model_selection import train_test_split
@@ -69,15 +70,9 @@ def meets(ece_before: float, ece_after: float, nll_before: float, nll_after: flo
     return ece_ok and nll_after <= 1.03 * nll_before
 
 
-def run_one(X, y, train, params, seed) -> dict[str, float]:
-    X_train, X_rest, y_train, y_rest = train_test_split(
-        X, y, train_size=train, random_state=seed, stratify=y
-    )
-    X_cal, X_test, y_cal, y_test = train_test_split(
-        X_rest, y_rest, test_size=0.5, random_state=seed, stratify=y_rest
-    )
-    scaler = StandardScaler().fit(X_train)
-    X_train, X_cal, X_test = (scaler.transform(a) for a in (X_train, X_cal, X_test))
+def calibrated(params, seed, X_train, y_train, X_cal, y_cal, X_test, y_test) -> dict[str, Any]:
+    """Fit an estimator, score its test probabilities, calibrate it on ``(X_cal, y_cal)`` and
+    score them again; raises if calibration changed a prediction."""
     start = time.perf_counter()
     clf = LVQMLNClassifier(random_seed=seed, **params).fit(X_train, y_train)
     fit_s = time.perf_counter() - start
@@ -102,6 +97,18 @@ def run_one(X, y, train, params, seed) -> dict[str, float]:
     )
 
 
+def run_one(X, y, train, params, seed) -> dict[str, float]:
+    X_train, X_rest, y_train, y_rest = train_test_split(
+        X, y, train_size=train, random_state=seed, stratify=y
+    )
+    X_cal, X_test, y_cal, y_test = train_test_split(
+        X_rest, y_rest, test_size=0.5, random_state=seed, stratify=y_rest
+    )
+    scaler = StandardScaler().fit(X_train)
+    X_train, X_cal, X_test = (scaler.transform(a) for a in (X_train, X_cal, X_test))
+    return calibrated(params, seed, X_train, y_train, X_cal, y_cal, X_test, y_test)
+
+
 def run_mnist(seed: int = 0, n_train: int = 10000) -> dict[str, float]:
     """MNIST: the first ``n_train`` training images, calibration on the 10,000 validation
     images, test on the 10,000 test images (pixels in [0, 1], not z-scored)."""
@@ -110,28 +117,8 @@ def run_mnist(seed: int = 0, n_train: int = 10000) -> dict[str, float]:
     params = dict(
         hidden_sizes=[256], latent_dim=16, activation="tanh", batch_size=128, max_iter=10, lr=0.003
     )
-    start = time.perf_counter()
-    clf = LVQMLNClassifier(random_seed=seed, **params).fit(X_tr[:n_train], y_tr[:n_train])
-    fit_s = time.perf_counter() - start
-    labels_before = clf.predict(X_test)
-    ece_b, nll_b = scores(clf.predict_proba(X_test), y_test)
-    clf.calibrate(X_cal, y_cal)
-    ece_a, nll_a = scores(clf.predict_proba(X_test), y_test)
-    assert np.array_equal(labels_before, clf.predict(X_test)), "calibration changed a prediction"
-    return dict(
-        accuracy=float(np.mean(labels_before == y_test)),
-        temperature=clf.temperature_,
-        ece_before=ece_b,
-        ece_after=ece_a,
-        nll_before=nll_b,
-        nll_after=nll_a,
-        met=meets(ece_b, ece_a, nll_b, nll_a),
-        n_cal=len(y_cal),
-        n_test=len(y_test),
-        fit_s=fit_s,
-        params=params,
-        n_train=n_train,
-    )
+    result = calibrated(params, seed, X_tr[:n_train], y_tr[:n_train], X_cal, y_cal, X_test, y_test)
+    return {**result, "params": params, "n_train": n_train}
 
 
 def row(name: str, settings: str, runs: list[dict]) -> str:
@@ -194,8 +181,7 @@ def main() -> None:
     )
     print(report)
     if args.write:
-        text = args.output.read_text() if args.output.exists() else ""
-        args.output.write_text(replace_section(text, SECTION, report))
+        write_section(args.output, SECTION, report)
         print(f"written to {args.output}")
 
 

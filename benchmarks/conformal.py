@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import replace_section
+from _common import write_section
 from crepes import ConformalClassifier
 from mapie.classification import SplitConformalClassifier
 from sklearn.datasets import load_digits
@@ -109,8 +109,7 @@ def main() -> None:
     )
     print(report)
     if args.write:
-        text = args.output.read_text() if args.output.exists() else ""
-        args.output.write_text(replace_section(text, SECTION, report))
+        write_section(args.output, SECTION, report)
         print(f"written to {args.output}")
 
 

@@ -38,7 +38,7 @@ from mnist_data import find_mnist
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import replace_section  # noqa: E402
+from _common import write_section  # noqa: E402
 
 SECTION = "robustness"
 EPS = (0.5, 1.0, 1.58)
@@ -210,8 +210,7 @@ The curve of certified accuracy against ε: `docs/robustness_mnist.png` (shown o
 documentation's "Certified robustness" page).
 """
     if args.write:
-        old = args.output.read_text() if args.output.exists() else ""
-        args.output.write_text(replace_section(old, SECTION, section))
+        write_section(args.output, SECTION, section)
         print(f"written {args.output} and {args.figure}")
 
 

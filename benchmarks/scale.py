@@ -42,7 +42,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import replace_section  # noqa: E402
+from _common import write_section  # noqa: E402
 
 FEATURES, CLASSES, BATCH = 784, 10, 1024
 SECTION = "scale"  # its block of RESULTS.md (see _common.replace_section)
@@ -346,8 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             }
     meta["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     section = render(fits, csv, meta)
-    text = args.output.read_text() if args.output.exists() else ""
-    args.output.write_text(replace_section(text, SECTION, section))
+    write_section(args.output, SECTION, section)
     print(section)
     print(f"written to {args.output}")
     return 0
