@@ -35,7 +35,7 @@ _LAZY = {
     "BuiltinDataModule": ".data.builtin",
     "load_builtin": ".data.builtin",
     "csv_to_npy": ".data.csv_read",
-    "CNNBackbone": ".core.backbones",
+    "CNNBackbone": ".core.cnn",
     "MLPBackbone": ".core.backbones",
     "LVQMLNClassifier": ".sklearn.estimator",
     "from_prosemble": ".sklearn.estimator",
@@ -81,7 +81,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .core import explain, functional, validation
-    from .core.backbones import CNNBackbone, MLPBackbone
+    from .core.backbones import MLPBackbone
+    from .core.cnn import CNNBackbone
     from .core.head import PrototypeHead
     from .core.network import PrototypeNetwork
     from .data.arrays import ArrayData

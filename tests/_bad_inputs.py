@@ -203,8 +203,14 @@ UNKNOWN = [
     pytest.param(
         "cnn_head",
         "gap",
-        r"Unknown cnn_head 'gap'. Valid CNN heads: flatten, mean",
+        r"Unknown cnn_head 'gap'. Valid CNN heads: pooled, flatten, mean",
         id="cnn_head",
+    ),
+    pytest.param(
+        "conv_activation",
+        "rlu",
+        r"Unknown conv_activation 'rlu'. Valid activations: sigmoid, relu, tanh",
+        id="conv_activation",
     ),
     pytest.param(
         "optimizer",

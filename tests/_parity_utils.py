@@ -18,6 +18,7 @@ from _trainers import quiet_trainer
 from lightning.pytorch.callbacks import Callback
 
 from lvqmln_torch import LVQMLN
+from lvqmln_torch.core.construction import UPSTREAM_CNN
 from lvqmln_torch.data.batches import BatchPlan, InMemoryBatches
 from lvqmln_torch.data.datamodule import ArrayDataModule
 from lvqmln_torch.io.interop import backbone_to_jax
@@ -154,7 +155,7 @@ def setup_run(
     sizes = {"input_shape": X.shape[1:]} if cnn else {"in_features": X.shape[1]}
     if cnn:  # upstream's CNN (the reference's); the module's own default is ours
         lr = model_kwargs.get("lr", 0.01)
-        model_kwargs = {"cnn_head": "mean", "standardize_input": False, "bb_lr": lr, **model_kwargs}
+        model_kwargs = {**UPSTREAM_CNN, "bb_lr": lr, **model_kwargs}
     common = dict(backbone="cnn" if cnn else "mlp", n_classes=n_classes, **sizes, **model_kwargs)
     with default_dtype(dtype):
         probe = LVQMLN(**common)

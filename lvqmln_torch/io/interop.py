@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.backbones import CNNBackbone, MLPBackbone
+from ..core.backbones import MLPBackbone
+from ..core.cnn import CNNBackbone
 
 __all__ = [
     "backbone_from_jax",
@@ -51,14 +52,24 @@ def _check_upstream_cnn(backbone: CNNBackbone) -> None:
     """The seed's layout covers upstream's CNN only.
 
     Raises:
-        ValueError: for our head or input standardisation, naming the settings to use.
+        ValueError: for our head, input standardisation, dense layers or a convolutions'
+            activation of its own, naming the settings to use.
     """
-    if backbone.head_kind != "mean" or backbone.standardize:
+    own_conv_activation = type(backbone.conv_activation) is not type(backbone.activation)
+    if (
+        backbone.head_kind != "mean"
+        or backbone.standardize
+        or backbone.dense
+        or own_conv_activation
+    ):
         raise ValueError(
             "only upstream's CNN architecture has the seed's JAX layout: build it with "
-            "cnn_head='mean' and standardize_input=False (CNNBackbone(head='mean', "
-            f"standardize=False)); this one has head={backbone.head_kind!r}, "
-            f"standardize={backbone.standardize}"
+            "cnn_head='mean', standardize_input=False, cnn_hidden=[] and conv_activation=None "
+            "(CNNBackbone(head='mean', standardize=False)); this one has "
+            f"head={backbone.head_kind!r}, standardize={backbone.standardize}, "
+            f"{len(backbone.dense)} dense layers, convolutions' activation "
+            f"{type(backbone.conv_activation).__name__} and latent activation "
+            f"{type(backbone.activation).__name__}"
         )
 
 

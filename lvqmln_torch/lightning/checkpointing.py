@@ -28,10 +28,11 @@ def store_in_checkpoint(module: Any, checkpoint: dict[str, Any]) -> None:
 def restore_from_checkpoint(module: Any, checkpoint: dict[str, Any]) -> None:
     """Prepare the module for the checkpoint's weights, before Lightning loads them.
 
-    The prototypes count as ready and their projection sources come back; a checkpoint of
-    0.1.x is brought up to date (see
-    [`upgrade_checkpoint`][lvqmln_torch.training.config.upgrade_checkpoint]; a CNN predating
-    ``cnn_head`` is upstream's, rebuilt as such). When a Trainer resumes: the saved optimizer
+    The prototypes count as ready and their projection sources come back; an older
+    checkpoint is brought up to date (see
+    [`upgrade_checkpoint`][lvqmln_torch.training.config.upgrade_checkpoint]: a CNN predating
+    ``cnn_hidden`` is rebuilt as it was, without dense layers and with its latent activation
+    after the convolutions; one predating ``cnn_head`` as upstream's). When a Trainer resumes: the saved optimizer
     state is matched to this run's parameter groups (saved with two groups, resumed with one,
     or the other way round: see
     [`regroup_checkpoint`][lvqmln_torch.training.groups.regroup_checkpoint]), and a double or

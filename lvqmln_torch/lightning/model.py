@@ -62,13 +62,19 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         classes: the original labels, in class-index order (any sortable values).
         hidden_sizes: MLP hidden layer widths.
         latent_dim: dimension of the latent space.
-        activation: backbone activation; ``None``: the backbone's default (sigmoid for the
-            MLP, as upstream; tanh for the CNN, see ``docs/images.md``).
+        activation: backbone activation (the CNN's latent codes'); ``None``: the backbone's
+            default (sigmoid for the MLP, as upstream; tanh for the CNN, see
+            ``docs/images.md``).
         latent_activation: apply the activation after the last backbone layer.
         channels: CNN output channels per conv layer.
         kernel_sizes: CNN kernel size per conv layer.
-        cnn_head: ``"flatten"`` (2×2 max-pool, flatten, linear: ours) or ``"mean"`` (global
-            average pooling, linear: upstream's), see [`CNNBackbone`][lvqmln_torch.core.backbones.CNNBackbone].
+        cnn_head: [`CNN_HEADS`][lvqmln_torch.core.cnn.CNN_HEADS]: ``"pooled"`` (ours),
+            ``"flatten"`` or ``"mean"`` (upstream's), see
+            [`CNNBackbone`][lvqmln_torch.core.cnn.CNNBackbone].
+        conv_activation: the CNN's activation after its convolutions and dense layers
+            (``None``: ``activation``).
+        cnn_hidden: the CNN's dense layer widths between its pooled features and the latent
+            layer.
         standardize_input: CNN only: standardise the pixels with one global mean and standard
             deviation measured on the sample the prototypes are initialised from, kept in the
             ``state_dict`` (``backbone.input_mean`` / ``backbone.input_std``) and exported.
@@ -85,7 +91,7 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         optimizer_kwargs: extra keyword arguments of the optimizer.
         lr: learning rate (of the prototypes, and of the backbone unless ``bb_lr``).
         bb_lr: backbone learning rate: a second parameter group of the same optimizer;
-            ``None``: ``lr`` for the MLP (as upstream), ``0.1 · lr`` for the CNN (see
+            ``None``: ``lr`` for the MLP (as upstream), ``0.05 · lr`` for the CNN (see
             [`DEFAULT_BB_LR_FACTOR`][lvqmln_torch.core.construction.DEFAULT_BB_LR_FACTOR]).
         lr_scheduler: one of the nine upstream schedules, stepped per optimizer step.
         lr_scheduler_kwargs: the schedule's keyword arguments (upstream names).
@@ -124,10 +130,12 @@ class LVQMLN(PrototypeNetwork, LightningModule):
         latent_dim: int = 2,
         activation: str | None = None,
         latent_activation: bool = True,
-        channels: Sequence[int] = (16, 32),
+        channels: Sequence[int] = (32, 64),
         kernel_sizes: Sequence[int] = (3, 3),
-        cnn_head: str = "flatten",
+        cnn_head: str = "pooled",
         standardize_input: bool = True,
+        conv_activation: str | None = "relu",
+        cnn_hidden: Sequence[int] = (128,),
         n_prototypes_per_class: int | Sequence[int] | Mapping[Any, int] = 1,
         prototypes_initializer: str | Callable = "stratified_random",
         prototypes_initializer_kwargs: Mapping[str, Any] | None = None,

@@ -5,7 +5,6 @@ numpy engine without Lightning (which is then never imported); the rest on a Lig
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -33,13 +32,14 @@ from .params import (
     resolve_precision,
     validation_arrays,
 )
-from .persistence import load_estimator, save_estimator, set_fitted
+from .persistence import PersistenceMixin, set_fitted
 from .robustness import RobustnessMixin
 
 __all__ = ["LVQMLNClassifier", "from_prosemble"]
 
 
 class LVQMLNClassifier(
+    PersistenceMixin,
     CalibrationMixin,
     ExplanationsMixin,
     RobustnessMixin,
@@ -59,7 +59,7 @@ class LVQMLNClassifier(
             every layer, the last one included unless ``latent_activation=False``); ``None``
             (default): the backbone's, sigmoid for the MLP (upstream's) and tanh for the CNN.
         beta: steepness of the transfer function.
-        bb_lr: backbone learning rate (``None``: ``lr`` for the MLP, ``0.1 · lr`` for the CNN).
+        bb_lr: backbone learning rate (``None``: ``lr`` for the MLP, ``0.05 · lr`` for the CNN).
         n_prototypes_per_class: int, list indexed by class, or dict label → count.
         max_iter: number of epochs (in full batch, the number of optimizer steps).
         lr: learning rate.
@@ -88,12 +88,15 @@ class LVQMLNClassifier(
             ``16-mixed``).
         backbone: ``"mlp"`` (inputs ``(n, d)``), ``"cnn"`` (images ``(n, C, H, W)``) or
             ``"identity"`` (no backbone: prototypes in input space, the shallow GLVQ).
-        channels: CNN output channels per conv layer (``None`` → ``[16, 32]``).
-        kernel_sizes: CNN kernel size per conv layer (``None`` → ``[3, 3]``).
-        cnn_head: ``"flatten"`` (2×2 max-pool, flatten, linear) or ``"mean"`` (upstream's
-            global average pooling); ``None`` → ``"flatten"``.
+        channels: CNN output channels per conv layer.
+        kernel_sizes: CNN kernel size per conv layer.
+        cnn_head: CNN head, ``"pooled"``, ``"flatten"`` or ``"mean"`` (upstream's).
+        conv_activation: CNN activation after the convolutions and dense layers.
+        cnn_hidden: CNN dense layer widths between the pooled features and the latent layer.
         standardize_input: CNN only: standardise the pixels with one global mean and standard
-            deviation measured on the training data and kept in the model (``None`` → ``True``).
+            deviation measured on the training data and kept in the model. The CNN's
+            parameters left ``None`` take [`CNN_DEFAULTS`][lvqmln_torch.sklearn.params.CNN_DEFAULTS]
+            (see [`LVQMLN`][lvqmln_torch.lightning.model.LVQMLN] for their meaning).
         latent_activation: apply the activation after the last backbone layer (upstream: yes).
         prototypes_initializer_kwargs: keyword arguments of the initializer.
         accelerator: Lightning accelerator (``"cpu"``, ``"gpu"``, ``"auto"``, …).
@@ -161,6 +164,8 @@ class LVQMLNClassifier(
         kernel_sizes: Sequence[int] | None = None,
         cnn_head: str | None = None,
         standardize_input: bool | None = None,
+        conv_activation: str | None = None,
+        cnn_hidden: Sequence[int] | None = None,
         latent_activation: bool = True,
         prototypes_initializer_kwargs: Mapping[str, Any] | None = None,
         accelerator: str = "cpu",
@@ -203,6 +208,8 @@ class LVQMLNClassifier(
         self.kernel_sizes = kernel_sizes
         self.cnn_head = cnn_head
         self.standardize_input = standardize_input
+        self.conv_activation = conv_activation
+        self.cnn_hidden = cnn_hidden
         self.latent_activation = latent_activation
         self.prototypes_initializer_kwargs = prototypes_initializer_kwargs
         self.accelerator = accelerator
@@ -361,30 +368,6 @@ class LVQMLNClassifier(
         tags.classifier_tags.multi_class = True
         tags.transformer_tags.preserves_dtype = ["float32"]  # the latent codes are float32
         return tags
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted estimator to one file, atomically (a temporary file in the same
-        directory, then renamed): parameters, the module's hyperparameters and weights, and
-        the fitted attributes, as plain values and tensors (``torch.load(weights_only=True)``).
-
-        Raises:
-            sklearn.exceptions.NotFittedError: before ``fit``.
-            ValueError: when a parameter is a callable (``transfer_fn``,
-                ``prototypes_initializer``): only names can be stored.
-        """
-        check_is_fitted(self, "network_")
-        save_estimator(self, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> LVQMLNClassifier:
-        """Read an estimator written by [`save`][lvqmln_torch.sklearn.estimator.LVQMLNClassifier.save] (``weights_only=True``: no code runs).
-
-        Raises:
-            FileNotFoundError: when ``path`` does not exist.
-            ValueError: for a corrupt, truncated or foreign file.
-        """
-        return load_estimator(cls, path)
 
 
 def from_prosemble(obj: Any, input_shape: Sequence[int] | None = None) -> LVQMLNClassifier:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.exceptions import NotFittedError
 
-from ..core.backbones import ACTIVATIONS
+from ..core.construction import UPSTREAM_CNN
+from ..core.layers import ACTIVATIONS
 from ..core.network import PrototypeNetwork
 from ..core.validation import plain
 from ..io.interop import backbone_from_jax
@@ -189,8 +190,7 @@ def _params(obj: Any, info: dict[str, Any]) -> dict[str, Any]:
             backbone="cnn",
             channels=info["channels"],
             kernel_sizes=info["kernel_sizes"],
-            cnn_head="mean",
-            standardize_input=False,
+            **UPSTREAM_CNN,
         )
         if params.get("bb_lr") is None:
             params["bb_lr"] = params.get("lr", 0.01)

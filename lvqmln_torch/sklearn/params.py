@@ -45,10 +45,12 @@ MIXED_PRECISION = {"bfloat16": "bf16-mixed", "float16": "16-mixed"}
 # Parameters that only the CNN backbone uses, with their defaults when left None: ours (see
 # docs/images.md), measured by benchmarks/cnn_diagnosis.py and benchmarks/accuracy.py.
 CNN_DEFAULTS = {
-    "channels": [16, 32],
+    "channels": [32, 64],
     "kernel_sizes": [3, 3],
-    "cnn_head": "flatten",
+    "cnn_head": "pooled",
     "standardize_input": True,
+    "conv_activation": "relu",
+    "cnn_hidden": [128],
 }
 """The parameters only the CNN backbone uses → their values when left None."""
 
@@ -110,6 +112,8 @@ ESTIMATOR_CONSTRAINTS: dict[str, Callable[[str, Any], Any]] = {
     "kernel_sizes": IntegerList(1, none=True),
     "cnn_head": Options(MODULE_CONSTRAINTS["cnn_head"].options, none=True, noun="CNN heads"),
     "standardize_input": Boolean(none=True),
+    "conv_activation": _shared("conv_activation"),
+    "cnn_hidden": IntegerList(1, none=True),
     "latent_activation": Boolean(),
     "prototypes_initializer_kwargs": _shared("prototypes_initializer_kwargs"),
     "devices": Check(_check_devices),
@@ -237,6 +241,8 @@ def module_arguments(
         "kernel_sizes": list(cnn["kernel_sizes"]),
         "cnn_head": cnn["cnn_head"],
         "standardize_input": cnn["standardize_input"],
+        "conv_activation": cnn["conv_activation"],
+        "cnn_hidden": list(cnn["cnn_hidden"]),
         "n_prototypes_per_class": get("n_prototypes_per_class", 1),
         "prototypes_initializer": get("prototypes_initializer") or "stratified_random",
         "prototypes_initializer_kwargs": get("prototypes_initializer_kwargs"),

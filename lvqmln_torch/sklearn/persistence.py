@@ -1,5 +1,6 @@
 """The estimator's fitted state: one way to set the fitted attributes (used by ``fit``,
-``load`` and the migration from prosemble), and the file format of ``save`` / ``load``."""
+``load`` and the migration from prosemble), the file format of ``save`` / ``load``, and
+pickles of older versions."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 from ..core.files import atomic_write
 from ..core.network import PrototypeNetwork
 from ..core.validation import plain
 from ..training.config import legacy_hparams
 
-__all__ = ["load_estimator", "save_estimator", "set_fitted"]
+__all__ = ["PersistenceMixin", "load_estimator", "save_estimator", "set_fitted"]
 
 # Format marker and version of the files written by LVQMLNClassifier.save.
 FORMAT = "lvqmln-estimator"
@@ -186,3 +188,39 @@ def load_estimator(cls: type, path: str | os.PathLike) -> Any:
             f"{path!r} is damaged or inconsistent: {type(err).__name__}: {err}"
         ) from err
     return estimator
+
+
+class PersistenceMixin:
+    """``save`` / ``load`` of [`LVQMLNClassifier`][lvqmln_torch.sklearn.estimator.LVQMLNClassifier],
+    and its pickles of older versions."""
+
+    # Parameters added since 0.1, with the value that means what an older pickle did.
+    ADDED_PARAMS: Mapping[str, Any] = {"conv_activation": None, "cnn_hidden": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__({**self.ADDED_PARAMS, **state})
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted estimator to one file, atomically (a temporary file in the same
+        directory, then renamed): parameters, the module's hyperparameters and weights, and
+        the fitted attributes, as plain values and tensors (``torch.load(weights_only=True)``).
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before ``fit``.
+            ValueError: when a parameter is a callable (``transfer_fn``,
+                ``prototypes_initializer``): only names can be stored.
+        """
+        check_is_fitted(self, "network_")
+        save_estimator(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Any:
+        """Read an estimator written by
+        [`save`][lvqmln_torch.sklearn.persistence.PersistenceMixin.save]
+        (``weights_only=True``: no code runs).
+
+        Raises:
+            FileNotFoundError: when ``path`` does not exist.
+            ValueError: for a corrupt, truncated or foreign file.
+        """
+        return load_estimator(cls, path)

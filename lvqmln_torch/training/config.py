@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from ..core import functional as F
-from ..core.backbones import ACTIVATIONS, CNN_HEADS
-from ..core.construction import BACKBONES
+from ..core.cnn import CNN_HEADS
+from ..core.construction import BACKBONES, UPSTREAM_CNN
 from ..core.initializers import check_initializer
+from ..core.layers import ACTIVATIONS
 from ..core.lipschitz_control import LIPSCHITZ_MODES
 from ..core.validation import (
     Boolean,
@@ -73,6 +74,8 @@ MODULE_CONSTRAINTS: dict[str, Callable[[str, Any], Any]] = {
     "kernel_sizes": IntegerList(1),
     "cnn_head": Options(CNN_HEADS, noun="CNN heads"),
     "standardize_input": Boolean(),
+    "conv_activation": Options(ACTIVATIONS, none=True, noun="activations"),
+    "cnn_hidden": IntegerList(1),
     "n_prototypes_per_class": Check(check_n_prototypes_per_class),
     "prototypes_initializer_kwargs": Keywords(),
     "beta": Real(0.0),
@@ -136,19 +139,34 @@ def _check_initial_prototypes(prototypes: Any, labels: Any, latent_dim: int) -> 
     return prototypes.tolist(), labels.tolist()
 
 
-# The hyperparameters whose meaning changed with the CNN's new defaults (issue 13).
-CNN_LEGACY_KEYS = ("cnn_head", "standardize_input", "activation", "bb_lr")
+# The hyperparameters whose meaning changed with the CNN's defaults (issues 13 and 19).
+CNN_LEGACY_KEYS = (
+    "cnn_head",
+    "standardize_input",
+    "activation",
+    "bb_lr",
+    "conv_activation",
+    "cnn_hidden",
+)
 
 
 def legacy_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """Hyperparameters saved before the CNN had ``cnn_head`` (checkpoints and estimator files
-    of 0.1.x), completed with what they meant then: a CNN with upstream's global-average head
-    on raw inputs, ``activation=None`` meaning relu and ``bb_lr=None`` meaning ``lr``. Newer
+    """Hyperparameters saved before the CNN had ``cnn_hidden`` (checkpoints and estimator
+    files), completed with what they meant then: no dense layers, the latent activation after
+    the convolutions too (``conv_activation=None``) and a CNN's ``bb_lr=None`` meaning
+    ``0.1 · lr``; before ``cnn_head`` existed (0.1.x) upstream's global-average head on raw
+    inputs, ``activation=None`` meaning relu and ``bb_lr=None`` meaning ``lr``. Newer
     hyperparameters are returned unchanged (as a new dict)."""
     params = dict(hparams)
-    if "cnn_head" in params:
+    if "cnn_hidden" in params:
         return params
-    params.update(cnn_head="mean", standardize_input=False)
+    params.update(conv_activation=None, cnn_hidden=[])
+    if "cnn_head" in params:
+        cnn = params.get("backbone") == "cnn"
+        if cnn and params.get("bb_lr") is None and params.get("lr") is not None:
+            params["bb_lr"] = 0.1 * params["lr"]
+        return params
+    params.update(UPSTREAM_CNN)
     if params.get("backbone") == "cnn":
         params["activation"] = params.get("activation") or "relu"
         if params.get("bb_lr") is None and params.get("lr") is not None:
@@ -157,7 +175,7 @@ def legacy_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def upgrade_checkpoint(checkpoint: dict[str, Any], hparams: dict[str, Any]) -> bool:
-    """Bring a checkpoint of 0.1.x up to date, in place: drop the second copy of a custom
+    """Bring an older checkpoint up to date, in place: drop the second copy of a custom
     backbone's weights (``_custom_backbone.*``; they are ``backbone.*``) and complete a CNN's
     hyperparameters with their old meaning (see [`legacy_hparams`][lvqmln_torch.training.config.legacy_hparams]).
 
@@ -172,7 +190,7 @@ def upgrade_checkpoint(checkpoint: dict[str, Any], hparams: dict[str, Any]) -> b
     for key in [k for k in state if k.startswith("_custom_backbone.")]:
         del state[key]
     saved = checkpoint.get("hyper_parameters", {})
-    if "cnn_head" in saved or hparams.get("backbone") != "cnn":
+    if "cnn_hidden" in saved or hparams.get("backbone") != "cnn":
         return False
     legacy = legacy_hparams(saved)
     hparams.update({key: legacy[key] for key in CNN_LEGACY_KEYS})

@@ -305,7 +305,7 @@ class StallRule:
             "Likely causes: latent collapse (the untrained backbone maps every input to almost "
             "the same latent code, so the prototypes start almost equal and μ ≈ 0 for every "
             "sample); the input scale (standardise the inputs, or keep the CNN's "
-            "standardize_input=True); the activation (for the CNN use tanh, its default; "
-            "relu and sigmoid collapse); a backbone learning rate too high (lower bb_lr). "
+            "standardize_input=True); the latent activation (for the CNN keep tanh, its "
+            "default: relu and sigmoid latent codes collapse); a backbone learning rate too high (lower bb_lr). "
             "See docs/images.md."
         )

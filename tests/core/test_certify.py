@@ -164,11 +164,14 @@ def test_mlp_bound_is_above_jacobian_norms(activation, latent_activation):
 
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
-@pytest.mark.parametrize("head", ["flatten", "mean"])
+@pytest.mark.parametrize("head", ["pooled", "flatten", "mean"])
 def test_cnn_bound_is_above_jacobian_norms(activation, head):
     gen = torch.Generator().manual_seed(1)
+    # The pooled head also with our layout: relu convolutions and dense layer, `activation`
+    # on the latent codes.
+    ours = {"conv_activation": "relu", "hidden_sizes": (7,)} if head == "pooled" else {}
     backbone = CNNBackbone(
-        (2, 6, 5), (3, 4), (3, 2), 3, activation, generator=gen, head=head, standardize=True
+        (2, 6, 5), (3, 4), (3, 2), 3, activation, generator=gen, head=head, standardize=True, **ours
     )
     x = torch.rand(16, 2, 6, 5, generator=gen) * 3
     backbone.set_input_statistics(x)
@@ -182,11 +185,21 @@ def test_lipschitz_controlled_backbones_have_norm_one_layers(mode):
     assert math.isclose(mlp.lipschitz_bound(), 1.0, rel_tol=1e-6)
     _check_bound(mlp, torch.randn(20, 6, generator=gen, dtype=torch.float64), gen)
     if mode == "spectral":
-        cnn = CNNBackbone(
-            (1, 5, 5), (3,), (3,), 2, "tanh", generator=gen, head="flatten", lipschitz="spectral"
-        ).double()
-        assert cnn.lipschitz_bound() <= 1.0 + 1e-6
-        _check_bound(cnn, torch.randn(8, 1, 5, 5, generator=gen, dtype=torch.float64), gen)
+        for head, hidden in [("flatten", ()), ("pooled", (6,))]:
+            cnn = CNNBackbone(
+                (1, 5, 5),
+                (3, 2),
+                (3, 3),
+                2,
+                "tanh",
+                generator=gen,
+                head=head,
+                lipschitz="spectral",
+                conv_activation="relu",
+                hidden_sizes=hidden,
+            ).double()
+            assert cnn.lipschitz_bound() <= 1.0 + 1e-6 and cnn.nominal_lipschitz() == 1.0
+            _check_bound(cnn, torch.randn(8, 1, 5, 5, generator=gen, dtype=torch.float64), gen)
     else:
         with pytest.raises(ValueError, match="spectral"):
             CNNBackbone((1, 5, 5), (3,), (3,), 2, lipschitz="orthogonal")

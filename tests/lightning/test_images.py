@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lvqmln_torch import LVQMLN, CNNBackbone, LVQMLNClassifier, TrainingStallWarning
 from lvqmln_torch.core import functional as F
-from lvqmln_torch.core.construction import backbone_lr
+from lvqmln_torch.core.construction import UPSTREAM_CNN, backbone_lr
 from lvqmln_torch.core.network import PrototypeNetwork
 from lvqmln_torch.io.export import export_program
 from lvqmln_torch.io.interop import backbone_to_jax
@@ -68,7 +68,7 @@ def test_lightning_module_with_a_plain_datamodule_learns():
     model = LVQMLN(backbone="cnn", input_shape=(1, 8, 8), n_classes=10, latent_dim=10)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        quiet_trainer(max_epochs=10).fit(model, ImageData(X[TRAIN], Y[TRAIN]))
+        quiet_trainer(max_epochs=FAST["max_iter"]).fit(model, ImageData(X[TRAIN], Y[TRAIN]))
     assert not _stall_warnings(caught)
     assert np.mean(model.predict(X[TEST]) == Y[TEST]) >= 0.8
     assert float(model.backbone.input_mean) == pytest.approx(float(X[TRAIN].mean()), rel=1e-4)
@@ -94,9 +94,11 @@ def test_per_backbone_defaults():
     cnn = LVQMLN(backbone="cnn", input_shape=(1, 8, 8), n_classes=3)
     assert mlp.hparams.activation is None and isinstance(mlp.backbone.activation, torch.nn.Sigmoid)
     assert isinstance(cnn.backbone.activation, torch.nn.Tanh)
-    assert cnn.backbone.head_kind == "flatten" and cnn.backbone.standardize
-    assert backbone_lr(mlp.hparams) == 0.01 and backbone_lr(cnn.hparams) == pytest.approx(0.001)
-    assert [g["lr"] for g in cnn.parameter_groups()] == [0.01, pytest.approx(0.001)]
+    assert cnn.backbone.head_kind == "pooled" and cnn.backbone.standardize
+    assert isinstance(cnn.backbone.conv_activation, torch.nn.ReLU)
+    assert [layer.out_features for layer in cnn.backbone.dense] == [128]
+    assert backbone_lr(mlp.hparams) == 0.01 and backbone_lr(cnn.hparams) == pytest.approx(5e-4)
+    assert [g["lr"] for g in cnn.parameter_groups()] == [0.01, pytest.approx(5e-4)]
     assert backbone_lr({**cnn.hparams, "bb_lr": 0.05}) == 0.05
     # The estimator: activation=None means the backbone's default; the MLP stays upstream's.
     est_mlp = module_config(module_arguments({}, in_features=4, input_shape=None, classes=[0, 1]))
@@ -124,7 +126,7 @@ def test_cnn_backbone_heads_and_statistics():
     assert constant(torch.ones(2, 1, 1, 4)).shape == (2, 2)
     upstream = CNNBackbone((1, 4, 4))
     assert upstream.head_kind == "mean" and "input_mean" not in upstream.state_dict()
-    with pytest.raises(ValueError, match="Unknown CNN head 'max'. Valid heads: flatten, mean"):
+    with pytest.raises(ValueError, match="Unknown CNN head 'max'. Valid heads: pooled, flatten"):
         CNNBackbone((1, 4, 4), head="max")
     with pytest.raises(ValueError, match="only upstream's CNN architecture"):
         backbone_to_jax(flat)
@@ -156,14 +158,13 @@ def _legacy_checkpoint(tmp_path):
         n_classes=10,
         channels=[3],
         kernel_sizes=[3],
-        cnn_head="mean",
-        standardize_input=False,
+        **UPSTREAM_CNN,
         activation="relu",
         bb_lr=0.01,
     )
     old.set_prototypes(torch.randn(10, 2), torch.arange(10))
     hparams = dict(old.hparams)
-    for key in ("cnn_head", "standardize_input"):
+    for key in ("cnn_head", "standardize_input", "conv_activation", "cnn_hidden"):
         del hparams[key]
     hparams.update(activation=None, bb_lr=None)  # what 0.1.x stored for the defaults
     path = tmp_path / "old.ckpt"
@@ -192,11 +193,51 @@ def test_checkpoints_of_the_old_cnn_load_as_upstreams_architecture(tmp_path):
         "bb_lr": 0.02,
         "cnn_head": "mean",
         "standardize_input": False,
+        "conv_activation": None,
+        "cnn_hidden": [],
     }
     assert legacy_hparams({"backbone": "cnn", "cnn_head": "flatten"}) == {
         "backbone": "cnn",
         "cnn_head": "flatten",
+        "conv_activation": None,
+        "cnn_hidden": [],
     }
+    new = {"backbone": "cnn", "cnn_head": "pooled", "conv_activation": "relu", "cnn_hidden": [8]}
+    assert legacy_hparams(new) == new
+
+
+def test_checkpoints_of_the_flatten_head_cnn_load_as_they_were(tmp_path):
+    """A checkpoint written before ``conv_activation`` and ``cnn_hidden`` (issue 13's CNN:
+    tanh after every layer, no dense layer, one max-pool) loads as that network."""
+    old = LVQMLN(
+        backbone="cnn",
+        input_shape=(1, 8, 8),
+        n_classes=10,
+        channels=[4, 6],
+        cnn_head="flatten",
+        conv_activation=None,
+        cnn_hidden=[],
+    )
+    old.backbone.set_input_statistics(torch.as_tensor(SCALINGS["raw"][:50]))
+    old.set_prototypes(torch.randn(10, 2), torch.arange(10))
+    hparams = {k: v for k, v in old.hparams.items() if k not in ("conv_activation", "cnn_hidden")}
+    path = tmp_path / "flatten.ckpt"
+    torch.save(
+        {
+            "state_dict": old.state_dict(),
+            "hyper_parameters": hparams,
+            "pytorch-lightning_version": L.__version__,
+        },
+        path,
+    )
+    loaded = LVQMLN.load_from_checkpoint(path, weights_only=True)
+    backbone = loaded.backbone
+    assert backbone.head_kind == "flatten" and len(backbone.dense) == 0
+    assert isinstance(backbone.conv_activation, torch.nn.Tanh)
+    assert loaded.hparams.cnn_hidden == [] and loaded.hparams.conv_activation is None
+    assert loaded.hparams.bb_lr == pytest.approx(0.1 * loaded.hparams.lr)  # its bb_lr=None
+    x = torch.as_tensor(SCALINGS["raw"][:20])
+    torch.testing.assert_close(loaded.transform(x), old.transform(x), rtol=0, atol=0)
 
 
 def test_stalled_cnn_warns_on_the_lightning_path():

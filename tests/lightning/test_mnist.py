@@ -19,11 +19,6 @@ from mnist_data import TEST_COUNTS, TRAIN_COUNTS, find_mnist, load_mnist  # noqa
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 19 open: measured 0.973 after 5 epochs, 0.1-1.1 points below the control "
-    "(benchmarks/RESULTS.md, MNIST section)",
-    strict=False,
-)
 def test_mnist_defaults_match_the_softmax_control():
     from mnist import run_mnist
 
