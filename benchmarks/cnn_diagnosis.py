@@ -22,13 +22,13 @@ import torch
 from sklearn.datasets import load_digits
 
 from lvqmln_torch import functional as F
-from lvqmln_torch.core.construction import backbone_lr
+from lvqmln_torch.core.construction import UPSTREAM_CNN, backbone_lr
 from lvqmln_torch.core.network import PrototypeNetwork
 from lvqmln_torch.sklearn.params import module_arguments
 from lvqmln_torch.training.config import module_config
 from lvqmln_torch.training.optimizers import parameter_groups
 
-UPSTREAM = {"cnn_head": "mean", "standardize_input": False}
+UPSTREAM = dict(UPSTREAM_CNN)
 CONFIGS = {
     "upstream relu": {**UPSTREAM, "activation": "relu", "bb_lr": 0.01},
     "upstream sigmoid": {**UPSTREAM, "activation": "sigmoid", "bb_lr": 0.01},
