@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import numpy as np
-from _common import LARGE, emit, load_split, make_large, timed
+from _common import LARGE, emit, load_split, make_large, mlp_matmuls, timed
 
 SEED_MAX_ITER = 300  # the figure's "seed defaults": 300 full-batch epochs
 
@@ -308,23 +308,44 @@ def throughput(
     return out
 
 
-def matmul_peak(sizes: tuple[int, ...] = (2048, 4096), repeats: int = 5) -> dict[str, Any]:
-    """The best float32 ``torch.matmul`` rate on large square matrices (default thread count):
-    the highest rate over the sizes and repeats, since a peak is what the bound needs and a
-    busy machine only ever lowers a sample."""
+def matmul_peak(repeats: int = 10) -> dict[str, Any]:
+    """The float32 ``torch.matmul`` rate on the products of one training step of figure 3's
+    model (see ``_common.mlp_matmuls``: the same shapes and transposed layouts that
+    ``nn.Linear`` and its backward run), default thread count: each product's best time of
+    ``repeats`` (a peak is what the bound needs, and a busy machine only ever lowers a sample);
+    their sum is the step's matmul time, the bound's denominator."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    best: dict[str, Any] = {"gflops": 0.0}
-    for size in sizes:
-        a = torch.randn(size, size, generator=generator)
-        b = torch.randn(size, size, generator=generator)
+
+    def factor(rows: int, cols: int, transposed: bool) -> Any:
+        if transposed:  # a transposed view of a contiguous (cols, rows) matrix
+            return torch.randn(cols, rows, generator=generator).T
+        return torch.randn(rows, cols, generator=generator)
+
+    products = []
+    for shape in mlp_matmuls(
+        LARGE["batch_size"],
+        LARGE["n_features"],
+        LARGE["hidden_sizes"],
+        LARGE["latent_dim"],
+        LARGE["n_classes"] * LARGE["prototypes_per_class"],
+    ):
+        m, k, n = shape["m"], shape["k"], shape["n"]
+        a, b = factor(m, k, shape["a_t"]), factor(k, n, shape["b_t"])
         torch.matmul(a, b)  # warm-up
         seconds = min(timed(torch.matmul, a, b)[0] for _ in range(repeats))
-        gflops = 2.0 * size**3 / seconds / 1e9
-        if gflops > best["gflops"]:
-            best = {"size": size, "seconds": seconds, "gflops": gflops}
-    return {**best, "sizes": list(sizes), "repeats": repeats, "threads": torch.get_num_threads()}
+        products.append({**shape, "seconds": seconds, "gflops": 2.0 * m * k * n / seconds / 1e9})
+    step_s = sum(p["seconds"] for p in products)
+    flops = sum(2.0 * p["m"] * p["k"] * p["n"] for p in products)
+    return {
+        "gflops": flops / step_s / 1e9,
+        "step_s": step_s,
+        "batch_size": LARGE["batch_size"],
+        "products": products,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def predict(data: str, n_rows: int = 1_000_000, repeats: int = 5) -> dict[str, Any]:
