@@ -654,6 +654,7 @@ KEPT_SECTIONS = (
     "scale",
     "accuracy",
     "mnist",
+    "mnist_speed",
     "calibration",
     "conformal",
     "robustness",
