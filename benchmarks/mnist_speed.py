@@ -9,7 +9,8 @@ progress bar, logger, checkpoints or validation. The plain loop trains a second 
 with the same arguments and seed (so the same backbone object and initial weights as the
 library's default makes them, whatever that default is), initialised by the same code, with
 the optimizer the module configures (Adam, the backbone at its own learning rate), on shuffled
-batches of 128 gathered with ``index_select``: forward, GLVQ loss, backward, step, nothing else.
+batches of 128 gathered with ``index_select`` from the datamodule's training tensors:
+forward, GLVQ loss, backward, step, nothing else.
 
 The two alternate in one process: after each of our epochs but the first, a callback runs one
 plain epoch, so both see the same machine (a shared machine's load drifts). Our epoch is timed
@@ -78,7 +79,7 @@ def measure(X: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, Any]:
     plain.prepare(datamodule)
     plain.train()
     plain_optimizer = plain.configure_optimizers()
-    x_all, y_all = torch.from_numpy(X), torch.from_numpy(y)
+    x_all, y_all = datamodule.train_tensors()[:2]  # the inputs ours trains on
     out: dict[str, Any] = {"ours_s": [], "plain_s": [], "ours_load": [], "plain_load": []}
 
     class Alternate(pl.Callback):
