@@ -582,7 +582,8 @@ def details(results: dict[str, Any]) -> list[str]:
             out.append(
                 f"- throughput, ours (Trainer.fit, batch 1024, Adam, shuffled): "
                 f"{len(ours['epoch_s'])} epochs of {ours['n_samples']:,} samples took "
-                f"{', '.join(f'{x:.2f}' for x in ours['epoch_s'])} s; steady state = the "
+                f"{', '.join(f'{x:.2f}' for x in ours['epoch_s'])} s (1-minute load average "
+                f"at their ends {', '.join(f'{x:.2f}' for x in ours['load'])}); steady state = the "
                 f"median of the epochs after the first (the table's rate); end to end, from "
                 f"building the datamodule ({ours['datamodule_s']:.2f} s) to the end of epoch "
                 f"{ours['epochs']}: {ours['end_to_end_s']:.2f} s (prototype initialisation "

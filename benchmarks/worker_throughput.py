@@ -7,6 +7,7 @@ Tasks of ``worker_ours.py`` (run in the project's environment, one task per proc
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -60,7 +61,7 @@ def throughput(
         "n_prototypes_per_class": LARGE["prototypes_per_class"],
     }
     model = LVQMLN(**arguments)
-    stamps: dict[str, list[float]] = {"starts": [], "ends": [], "plain": []}
+    stamps: dict[str, list[float]] = {"starts": [], "ends": [], "plain": [], "load": []}
 
     class Timer(pl.Callback):
         """Our epochs' start and end, then (from the second epoch on) one plain epoch."""
@@ -70,6 +71,7 @@ def throughput(
 
         def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
             stamps["ends"].append(time.perf_counter())
+            stamps["load"].append(os.getloadavg()[0])  # the 1-minute load average
             if trainer.current_epoch == 0:
                 return
             if not hasattr(self, "net"):  # built and initialised outside every timing
@@ -110,6 +112,7 @@ def throughput(
         "samples_per_s": n_samples / float(np.median(epoch_s[1:])),
         "fit_samples_per_s": n_samples * epochs / end_to_end_s,
         "plain_epoch_s": stamps["plain"],
+        "load": stamps["load"],
         "raw_samples_per_s": n_samples / float(np.median(stamps["plain"])),
         "final_loss": float(trainer.callback_metrics["train_loss"]),
         "threads": torch.get_num_threads(),
