@@ -320,6 +320,25 @@ def _verdict(ok: bool | None) -> str:
     return "–" if ok is None else ("**met**" if ok else "not met")
 
 
+def _busy_note(meta: dict[str, Any]) -> str:
+    """A warning when other processes kept more than half the cores busy as the run began (the
+    1-minute load average at its start; the one at its end counts the benchmarks' own
+    threads): torch's threads then wait on descheduled ones, and its timings fall far more than
+    XLA's (see the docs' performance page, "On a busy machine, use fewer threads")."""
+    try:
+        load = float(meta["load_start"].split()[0])
+    except (KeyError, ValueError, IndexError):
+        return ""
+    cores = meta["machine"].get("cores") or 1
+    if load <= cores / 2:
+        return ""
+    return (
+        f". **Other processes loaded the machine ({load:.1f} at the start, {cores} cores)**: "
+        "torch's threads then wait on descheduled ones and its timings fall far more than "
+        "prosemble's; rerun on a quiet machine before reading the throughput rows"
+    )
+
+
 def render(
     results: dict[str, Any], meta: dict[str, Any], command: str, repeats: int, quick: bool
 ) -> str:
@@ -490,7 +509,8 @@ def render(
         f"{meta['machine']['gpu']}",
         f"- Load average (1, 5, 15 min) at start: {meta['load_start']}; at end: "
         f"{meta['load_end']}. The machine may be shared: a busy machine inflates every timing "
-        "(prosemble's compilation as much as our Python), so compare figures of one run",
+        "(prosemble's compilation as much as our Python), so compare figures of one run"
+        + _busy_note(meta),
         f"- Ours: {_versions(meta.get('ours_versions'))}",
         f"- prosemble: {_versions(meta.get('prosemble_versions'))}",
         f"- Repeats: cold fit = median of {repeats} new processes per side (interleaved) after "
