@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/scale.py
 	# MNIST rows: MNIST=path/to/mnist.pkl.gz (or $$LVQMLN_MNIST); skipped with a message without it.
 	$(PY) benchmarks/accuracy.py --write $(if $(MNIST),--mnist $(MNIST))
+	$(PY) benchmarks/mnist_speed.py --write $(if $(MNIST),--mnist $(MNIST))
 	$(PY) benchmarks/robustness.py --write
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict turns every warning into an error.

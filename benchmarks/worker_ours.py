@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 import numpy as np
-from _common import LARGE, emit, load_split, make_large, timed
+from _common import emit, load_split, timed
+from worker_throughput import matmul_peak, throughput
 
 SEED_MAX_ITER = 300  # the figure's "seed defaults": 300 full-batch epochs
 
@@ -236,95 +237,6 @@ def step_cost(
         "ratio": float(np.median(ratios)),
         "ratio_range": [float(ratios.min()), float(ratios.max())],
     }
-
-
-def throughput(
-    n_samples: int = LARGE["n_samples"], epochs: int = LARGE["epochs"], raw_steps: int = 40
-) -> dict[str, Any]:
-    """Training throughput on the large synthetic problem (Trainer.fit, mini-batches, Adam).
-
-    Runs two epochs more than ``epochs``: the steady-state rate comes from the median epoch
-    after the first (as prosemble's comes from fits whose memory and compilation are warm), the
-    end-to-end time of an ``epochs``-epoch fit from the datamodule's construction to the end of
-    epoch ``epochs``. Also the same steps in a plain PyTorch loop, for the Lightning overhead.
-    """
-    import lightning.pytorch as pl
-    import torch
-
-    from lvqmln_torch import LVQMLN, ArrayDataModule, functional
-
-    X, y = make_large(n_samples, LARGE["n_features"], LARGE["n_classes"])
-    model = LVQMLN(
-        hidden_sizes=LARGE["hidden_sizes"],
-        latent_dim=LARGE["latent_dim"],
-        n_prototypes_per_class=LARGE["prototypes_per_class"],
-    )
-    timer = _epoch_timer()
-    trainer = pl.Trainer(
-        max_epochs=epochs + 2,
-        accelerator="cpu",
-        devices=1,
-        enable_progress_bar=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-    )
-    start = time.perf_counter()
-    datamodule = ArrayDataModule(X, y, batch_size=LARGE["batch_size"], shuffle=True)
-    setup_s = time.perf_counter() - start
-    trainer.fit(model, datamodule)
-    epoch_s = [end - begin for begin, end in zip(timer.starts, timer.ends)]
-    end_to_end_s = timer.ends[epochs - 1] - start
-    out: dict[str, Any] = {
-        "n_samples": n_samples,
-        "epochs": epochs,
-        "datamodule_s": setup_s,
-        "end_to_end_s": end_to_end_s,
-        "epoch_s": epoch_s,
-        "samples_per_s": n_samples / float(np.median(epoch_s[1:])),
-        "fit_samples_per_s": n_samples * epochs / end_to_end_s,
-        "final_loss": float(trainer.callback_metrics["train_loss"]),
-        "threads": torch.get_num_threads(),
-    }
-
-    # The same steps without Lightning: shuffled batches gathered as InMemoryBatches does,
-    # the optimizer as the model configures it.
-    x_all, y_all = datamodule.train_tensors()[:2]
-    optimizer = model.configure_optimizers()
-    order = torch.randperm(n_samples, generator=torch.Generator().manual_seed(0))
-    batch = LARGE["batch_size"]
-    stamps = []
-    for step in range(raw_steps):
-        index = order[step * batch : (step + 1) * batch]
-        x, y_batch = x_all.index_select(0, index), y_all.index_select(0, index)
-        optimizer.zero_grad(set_to_none=True)
-        loss = functional.glvq_loss(model.distances(model(x)), y_batch, model.prototype_labels)
-        loss.backward()
-        optimizer.step()
-        stamps.append(time.perf_counter())
-    per_step = np.diff(np.asarray(stamps))[5:]
-    out["raw_samples_per_s"] = batch / float(np.median(per_step))
-    return out
-
-
-def matmul_peak(sizes: tuple[int, ...] = (2048, 4096), repeats: int = 5) -> dict[str, Any]:
-    """The best float32 ``torch.matmul`` rate on large square matrices (default thread count):
-    the highest rate over the sizes and repeats, since a peak is what the bound needs and a
-    busy machine only ever lowers a sample."""
-    import torch
-
-    generator = torch.Generator().manual_seed(0)
-    best: dict[str, Any] = {"gflops": 0.0}
-    for size in sizes:
-        a = torch.randn(size, size, generator=generator)
-        b = torch.randn(size, size, generator=generator)
-        torch.matmul(a, b)  # warm-up
-        seconds = min(timed(torch.matmul, a, b)[0] for _ in range(repeats))
-        gflops = 2.0 * size**3 / seconds / 1e9
-        if gflops > best["gflops"]:
-            best = {"size": size, "seconds": seconds, "gflops": gflops}
-    return {**best, "sizes": list(sizes), "repeats": repeats, "threads": torch.get_num_threads()}
 
 
 def predict(data: str, n_rows: int = 1_000_000, repeats: int = 5) -> dict[str, Any]:

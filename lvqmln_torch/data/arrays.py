@@ -51,6 +51,14 @@ def _check_labels(n: int, y: Any, name: str) -> np.ndarray:
     return y
 
 
+def _all_finite(X: np.ndarray, chunk_values: int = 1 << 20) -> bool:
+    """Whether every value of ``X`` is finite, checked about ``chunk_values`` values at a time:
+    one boolean array the size of ``X`` would cost its size in memory and, for large inputs,
+    more time in page faults than the check itself."""
+    rows = max(1, chunk_values // max(1, X[0].size))
+    return all(np.isfinite(X[i : i + rows]).all() for i in range(0, len(X), rows))
+
+
 def validate_inputs(X: Any, y: Any = None, name: str = "X") -> tuple[np.ndarray, np.ndarray | None]:
     """Check an input array (2-D features or 4-D images) and its labels.
 
@@ -64,7 +72,7 @@ def validate_inputs(X: Any, y: Any = None, name: str = "X") -> tuple[np.ndarray,
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be numeric: {err}") from err
     _check_rank_and_size(X, name)
-    if not np.all(np.isfinite(X)):
+    if not _all_finite(X):
         raise ValueError(f"{name} contains NaN or Inf values; clean or impute them first")
     return X, None if y is None else _check_labels(len(X), y, name)
 
@@ -85,9 +93,14 @@ def validate_mapped(X: np.ndarray, y: Any = None, name: str = "X") -> tuple[Mapp
 
 
 def _rows(X: np.ndarray | MappedRows, index: np.ndarray) -> np.ndarray | MappedRows:
-    """Rows ``index`` (sorted) of ``X``: a copy in memory, a view of a memory-mapped file."""
+    """Rows ``index`` (sorted, distinct) of ``X``: ``X`` itself when they are all of its rows
+    (no copy: the tensors are made from it anyway, and a copy of a large array costs seconds of
+    page faults and its size in memory), else a copy in memory or a view of a memory-mapped
+    file."""
+    if len(index) == len(X):
+        return X
     if isinstance(X, MappedRows):
-        return X if len(index) == len(X) else X.subset(index)
+        return X.subset(index)
     return X[index]
 
 

@@ -344,6 +344,29 @@ def test_nan_in_explicit_validation_data():
         ArrayDataModule(X, y, X_val=Xv, y_val=y[:4])
 
 
+@pytest.mark.parametrize("row", [0, 1_499, 2_999])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_is_found_in_any_chunk_of_a_large_array(row, value):
+    # 3,000 x 500 values: the finite check reads several chunks of about a million values.
+    X = np.zeros((3_000, 500), dtype=np.float32)
+    y = np.arange(3_000) % 2
+    X[row, 499] = value
+    with pytest.raises(ValueError, match="X contains NaN or Inf"):
+        ArrayDataModule(X, y)
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_training_tensors_do_not_share_memory_with_the_inputs(standardize):
+    # Without a split the training array is not copied before the tensors are made from it:
+    # changing the caller's array afterwards must still leave the tensors alone.
+    X, y = _blobs()
+    X = X.astype(np.float32)
+    dm = ArrayDataModule(X, y, standardize=standardize)
+    before = dm.train_tensors()[0].clone()
+    X[:] = 0.0
+    torch.testing.assert_close(dm.train_tensors()[0], before, rtol=0, atol=0)
+
+
 def test_tensor_inputs_are_accepted():
     X, y = _blobs()
     dm = ArrayDataModule(torch.tensor(X), torch.tensor(y))

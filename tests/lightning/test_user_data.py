@@ -112,6 +112,25 @@ def test_array_datamodule_initialises_from_a_bounded_seeded_sample():
     assert not torch.equal(x_a, dm.init_sample(500, seed=2)[0])
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "shape"),
+    [
+        ({"in_features": 300}, (2_000, 300)),  # about 870 samples per chunk: 3 chunks
+        (
+            {"backbone": "cnn", "input_shape": (1, 28, 28), "channels": [4], "kernel_sizes": [3]},
+            (700, 1, 28, 28),
+        ),
+    ],
+)
+def test_latent_codes_in_chunks_are_the_backbones_codes_of_the_whole_sample(kwargs, shape):
+    # The initialisation's forward pass goes about a MB of inputs at a time; every sample's
+    # code is the one a single pass gives (to float rounding: the chunks' shapes differ).
+    model = LVQMLN(n_classes=3, latent_dim=4, **kwargs).eval()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model.latent_in_chunks(x), model.backbone(x))
+
+
 def test_the_bound_changes_nothing_for_data_smaller_than_it():
     X, y = load_builtin("iris")
     trained = []
