@@ -78,11 +78,14 @@ def models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         latent_dim=args.latent_dim,
         activation="maxmin",
         latent_activation=False,
-        lipschitz="spectral",
+        lipschitz=args.lipschitz,
     )
     return {
         "shallow GLVQ (identity backbone)": {"backbone": "identity", **shared},
-        f"LVQMLN, spectral MLP {args.hidden}→{args.latent_dim}, maxmin": {**deep, **shared},
+        f"LVQMLN, {args.lipschitz} MLP {args.hidden}→{args.latent_dim}, maxmin": {
+            **deep,
+            **shared,
+        },
     }
 
 
@@ -158,6 +161,12 @@ def main() -> None:
     parser.add_argument("--robust-weight", type=float, default=5.0)
     parser.add_argument("--hidden", type=int, nargs="*", default=[512])
     parser.add_argument("--latent-dim", type=int, default=64)
+    parser.add_argument(
+        "--lipschitz",
+        choices=["orthogonal", "spectral"],
+        default="orthogonal",
+        help="the deep model's Lipschitz control (orthogonal: every singular value 1)",
+    )
     parser.add_argument("--attack-steps", type=int, default=30)
     parser.add_argument("--restarts", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
