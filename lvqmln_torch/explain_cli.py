@@ -110,9 +110,9 @@ def run_explain(
             raise ValueError(f"the labels must have shape ({len(X)},), got {y.shape}")
         y_idx = encode_labels(y, classes)[0]
     info = {key: value.cpu().numpy() for key, value in model.explain(X).items()}
-    radius = None  # the certified L2 radius in raw input units, when the backbone has a bound
-    if callable(getattr(model.backbone, "lipschitz_bound", None)):
-        radius = model.certify(X).cpu().numpy() * input_radius_scale(stats)
+    # The certified L2 radius in raw input units, when the backbone has a bound.
+    radius = info.get("radius")
+    radius = None if radius is None else radius * input_radius_scale(stats)
     text = _explanations_csv(info, classes, y, radius)
     indices, distances = model.prototype_exemplars(X, y_idx, k)
     prototype_labels = classes[model.prototype_labels.cpu().numpy()]

@@ -33,6 +33,7 @@ __all__ = [
     "certify",
     "certify_latent",
     "check_eps",
+    "input_radius",
     "latent_radius",
     "lipschitz_bound",
     "radii_and_predictions",
@@ -267,9 +268,14 @@ def radii_and_predictions(network: Any, x: Any, y: Any = None) -> tuple[Tensor, 
                 latent_radius(z, network.prototypes, network.prototype_labels, part, winners)
             )
             predicted.append(winners)
-    radius = torch.cat(radii)
-    radius = radius / lipschitz if lipschitz > 0 else torch.where(radius > 0, torch.inf, 0.0)
-    return radius, torch.cat(predicted)
+    return input_radius(torch.cat(radii), lipschitz), torch.cat(predicted)
+
+
+def input_radius(latent: Tensor, lipschitz: float) -> Tensor:
+    """Certified input radii from ``(n,)`` latent radii and the backbone's Lipschitz bound:
+    ``latent / L`` (with ``L = 0``, a constant backbone, a correct prediction is certified at
+    any radius: ``inf``)."""
+    return latent / lipschitz if lipschitz > 0 else torch.where(latent > 0, torch.inf, 0.0)
 
 
 def certify(network: Any, x: Any, y: Any = None) -> Tensor:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .certify import backbone_lipschitz, input_radius, latent_radius
 from .explain import (
     CHUNK,
     TARGET_ACCURACY,
@@ -55,7 +56,10 @@ def explain(network: Any, x: Any) -> dict[str, Tensor]:
         ``(n,)`` tensors: ``label`` (class index of the winner), ``prototype`` (index of the
         nearest prototype), ``distance`` (its squared latent distance), ``rival_prototype``
         (the nearest prototype of any other class), ``rival_label``, ``rival_distance`` and
-        ``confidence`` (see [`relative_similarity`][lvqmln_torch.core.explain.relative_similarity]).
+        ``confidence`` (see [`relative_similarity`][lvqmln_torch.core.explain.relative_similarity]);
+        when the backbone has a ``lipschitz_bound()``, also ``radius``: the certified L2
+        radius of each prediction in input units (float64; see
+        [`certify`][lvqmln_torch.core.certify.certify]). Without one the key is absent.
 
     Raises:
         NotFittedError: before the network is fitted.
@@ -63,14 +67,19 @@ def explain(network: Any, x: Any) -> dict[str, Tensor]:
     """
     x = checked_inputs(network, x)
     labels = network.prototype_labels
-    parts = []
+    certifiable = callable(getattr(network.backbone, "lipschitz_bound", None))
+    parts, radii = [], []
     with evaluating(network):
+        lipschitz = backbone_lipschitz(network.backbone) if certifiable else None
         for start in range(0, len(x), CHUNK):
-            chunk = x[start : start + CHUNK].to(network.prototypes)
-            distances = network.distances(network.backbone(chunk))
-            parts.append(network.head.winner_rival(distances, labels))
+            z = network.backbone(x[start : start + CHUNK].to(network.prototypes))
+            parts.append(network.head.winner_rival(network.distances(z), labels))
+            if certifiable:  # the latent radius of the prediction itself
+                radii.append(
+                    latent_radius(z, network.prototypes, labels, None, labels[parts[-1][0]])
+                )
     winner, distance, rival, rival_distance = (torch.cat(p) for p in zip(*parts))
-    return {
+    out = {
         "label": labels[winner],
         "prototype": winner,
         "distance": distance,
@@ -79,6 +88,9 @@ def explain(network: Any, x: Any) -> dict[str, Tensor]:
         "rival_distance": rival_distance,
         "confidence": relative_similarity(distance, rival_distance),
     }
+    if certifiable:
+        out["radius"] = input_radius(torch.cat(radii), lipschitz)
+    return out
 
 
 def prototype_exemplars(network: Any, x: Any, y: Any = None, k: int = 5) -> tuple[Tensor, Tensor]:

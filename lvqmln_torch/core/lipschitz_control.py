@@ -8,8 +8,13 @@ as the weights settle, and the certificate computes the exact norms anyway), a c
 the norm of its Fourier symbol on the padded image torus (see
 [`conv_symbol_norm`][lvqmln_torch.core.lipschitz.conv_symbol_norm]), an upper bound of its
 operator norm. ``lipschitz="orthogonal"`` makes each linear layer's
-weight orthogonal (``torch.nn.utils.parametrizations.orthogonal``): norm 1 and, with a
-gradient-norm-preserving activation such as ``maxmin``, no loss of margin through the layers.
+weight (semi-)orthogonal (``torch.nn.utils.parametrizations.orthogonal`` with the Cayley map:
+the default Householder map's backward pass costs about ten times as much on a CPU for a
+784 → 512 layer): every singular value is exactly 1, not only the largest, so with a
+gradient-norm-preserving activation such as ``maxmin`` the backbone keeps distances along the
+data instead of shrinking them, and no margin is lost through the layers (on MNIST the
+certified accuracy at ε = 1.58 of a 784 → 512 → 64 MaxMin MLP rises from about 0.29 with
+``"spectral"`` to 0.44–0.47, above the shallow GLVQ's; see ``docs/robustness.md``).
 With a 1-Lipschitz activation (tanh, relu, leaky_relu, maxmin) the backbone is then
 1-Lipschitz, and a latent margin is an input margin.
 """
@@ -96,7 +101,8 @@ def constrain(layer: nn.Module, mode: str | None, input_hw: Sequence[int] | None
         # Several power iterations per step: matrix-vector products, cheap next to a batch.
         torch.nn.utils.parametrizations.spectral_norm(layer, n_power_iterations=10)
     elif mode == "orthogonal":
-        torch.nn.utils.parametrizations.orthogonal(layer)
+        # Cayley: exact, and much cheaper to differentiate than Householder products.
+        torch.nn.utils.parametrizations.orthogonal(layer, orthogonal_map="cayley")
     else:
         check_lipschitz_mode(mode, LIPSCHITZ_MODES)
 

@@ -309,7 +309,8 @@ class PrototypeNetwork(nn.Module):
     def explain(self, x: Any) -> dict[str, Tensor]:
         """Why each sample gets its label: ``(n,)`` tensors ``label``, ``prototype``,
         ``distance``, ``rival_prototype``, ``rival_label``, ``rival_distance`` and
-        ``confidence`` (see [`explain`][lvqmln_torch.core.explanations.explain])."""
+        ``confidence``, and ``radius`` (the certified L2 radius) when the backbone has a
+        ``lipschitz_bound()`` (see [`explain`][lvqmln_torch.core.explanations.explain])."""
         return explanations.explain(self, x)
 
     def confidence(self, x: Any) -> Tensor:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from ..core.files import atomic_write
 from ..core.head import PrototypeHead
@@ -50,7 +51,8 @@ ONNX_MIN_TORCH = "2.6"
 
 class LVQMLNPredictor(nn.Module):
     """The inference path of a fitted LVQMLN as a self-contained module (a frozen copy of the
-    backbone, the prototypes and their labels as buffers).
+    backbone, with any weight parametrisation baked into plain weights, and the prototypes
+    and their labels as buffers).
 
     Args:
         backbone: maps ``x`` to ``(n, latent_dim)``.
@@ -70,7 +72,7 @@ class LVQMLNPredictor(nn.Module):
         temperature: float | Tensor = 1.0,
     ) -> None:
         super().__init__()
-        self.backbone = copy.deepcopy(backbone).eval().requires_grad_(False)
+        self.backbone = _baked(copy.deepcopy(backbone).eval().requires_grad_(False))
         self.register_buffer("prototypes", prototypes.detach().clone())
         self.register_buffer("prototype_labels", prototype_labels.detach().clone().long())
         self.head = PrototypeHead(n_classes).to(self.prototypes.device)
@@ -98,6 +100,23 @@ class LVQMLNPredictor(nn.Module):
         z = self.backbone(x)
         labels, probabilities = self.head(z, self.prototypes, self.prototype_labels)
         return labels, probabilities, z
+
+
+def _baked(module: nn.Module) -> nn.Module:
+    """``module`` (a copy) with every weight parametrisation (the Lipschitz controls:
+    spectral normalisation, orthogonal weights) replaced by its current value, in place: the
+    exported graph holds plain weights, and exporters need not trace the parametrisation (its
+    power iteration, Householder products or FFT). Not ``remove_parametrizations``: a deep
+    copy shares its parametrised class with the original, whose property that would delete."""
+    for sub in module.modules():
+        if parametrize.is_parametrized(sub):
+            with torch.no_grad():
+                values = {name: getattr(sub, name).clone() for name in sub.parametrizations}
+            sub.__class__ = parametrize.type_before_parametrizations(sub)
+            del sub.parametrizations
+            for name, value in values.items():
+                sub.register_parameter(name, nn.Parameter(value, requires_grad=False))
+    return module
 
 
 def _example_input(model: Any, example_input: Any, batch: int = 2) -> Tensor:

@@ -37,7 +37,10 @@ class ExplanationsMixin:
         Returns:
             ``(n,)`` arrays: ``label`` and ``rival_label`` (original labels), ``prototype`` and
             ``rival_prototype`` (rows of ``prototypes_``), ``distance`` and ``rival_distance``
-            (squared latent distances) and ``confidence`` in [0, 1].
+            (squared latent distances) and ``confidence`` in [0, 1]; when the backbone can be
+            certified (it has a ``lipschitz_bound()``: ``"mlp"``, ``"cnn"``, ``"identity"``),
+            also ``radius``, the certified L2 radius of each prediction in input units (as
+            [`certify`][lvqmln_torch.sklearn.robustness.RobustnessMixin.certify] without labels).
         """
         X = self._validate_predict_X(X)
         out = {k: v.cpu().numpy() for k, v in self.network_.explain(X).items()}

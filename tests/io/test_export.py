@@ -9,6 +9,7 @@ from _numerics import assert_winners_agree
 from _trainers import quiet_trainer
 from sklearn.exceptions import NotFittedError
 from torch import nn
+from torch.nn.utils import parametrize
 
 from lvqmln_torch import LVQMLN, ArrayDataModule, load_builtin
 from lvqmln_torch.core import functional as F
@@ -50,6 +51,55 @@ def cnn():
     return model, x
 
 
+def _lipschitz_mlp(mode):
+    """An MLP whose weights are parametrised (the Lipschitz controls of issue 21)."""
+    X, y = load_builtin("iris")
+    dm = ArrayDataModule(X, y, standardize=True)
+    model = LVQMLN(
+        hidden_sizes=[6],
+        latent_dim=3,
+        activation="maxmin",
+        latent_activation=False,
+        lipschitz=mode,
+        robust_eps=0.1,
+        lr=0.05,
+    )
+    model = _fit(model, dm, 10)
+    return model, torch.randn(37, 4, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def spectral():
+    return _lipschitz_mlp("spectral")
+
+
+@pytest.fixture(scope="module")
+def orthogonal():
+    return _lipschitz_mlp("orthogonal")
+
+
+@pytest.fixture(scope="module")
+def cnn_spectral():
+    X, y = load_builtin("digits", as_images=True)
+    dm = ArrayDataModule(X[:100], y[:100], batch_size=50)
+    model = LVQMLN(
+        backbone="cnn", channels=[4], kernel_sizes=[3], latent_dim=4, lipschitz="spectral"
+    )
+    model = _fit(model, dm, 1)
+    return model, torch.as_tensor(X[200:217], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("which", ["spectral", "orthogonal", "cnn_spectral"])
+def test_exports_bake_the_weight_parametrisations(request, which):
+    model, x = request.getfixturevalue(which)
+    before = model.predict_proba(x)
+    predictor = LVQMLNPredictor.from_model(model)
+    assert not any(parametrize.is_parametrized(m) for m in predictor.backbone.modules())
+    # The model itself keeps its parametrisation and its predictions.
+    assert any(parametrize.is_parametrized(m) for m in model.backbone.modules())
+    assert torch.equal(model.predict_proba(x), before)
+
+
 def _eager(model, x):
     return model.predict_indices(x), model.predict_proba(x), model.transform(x)
 
@@ -64,7 +114,7 @@ def _assert_equivalent(outputs, model, x):
     torch.testing.assert_close(latent.double(), ref_latent.double(), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("which", ["mlp", "cnn"])
+@pytest.mark.parametrize("which", ["mlp", "cnn", "spectral", "orthogonal", "cnn_spectral"])
 @pytest.mark.numerics
 def test_predictor_module_matches_the_model(request, which):
     model, x = request.getfixturevalue(which)
@@ -72,7 +122,7 @@ def test_predictor_module_matches_the_model(request, which):
         _assert_equivalent(LVQMLNPredictor.from_model(model)(x), model, x)
 
 
-@pytest.mark.parametrize("which", ["mlp", "cnn"])
+@pytest.mark.parametrize("which", ["mlp", "cnn", "spectral", "orthogonal", "cnn_spectral"])
 @pytest.mark.numerics
 def test_torchscript_matches_eager(request, tmp_path, which):
     model, x = request.getfixturevalue(which)
@@ -85,7 +135,7 @@ def test_torchscript_matches_eager(request, tmp_path, which):
     assert os.listdir(tmp_path) == [f"{which}.pt"]
 
 
-@pytest.mark.parametrize("which", ["mlp", "cnn"])
+@pytest.mark.parametrize("which", ["mlp", "cnn", "spectral", "orthogonal", "cnn_spectral"])
 @pytest.mark.numerics
 def test_exported_program_matches_eager(request, tmp_path, which):
     model, x = request.getfixturevalue(which)
@@ -98,7 +148,7 @@ def test_exported_program_matches_eager(request, tmp_path, which):
     assert os.listdir(tmp_path) == [f"{which}.pt2"]
 
 
-@pytest.mark.parametrize("which", ["mlp", "cnn"])
+@pytest.mark.parametrize("which", ["mlp", "cnn", "spectral", "orthogonal", "cnn_spectral"])
 @pytest.mark.numerics
 def test_onnx_matches_eager(request, tmp_path, which):
     onnx = pytest.importorskip("onnx")

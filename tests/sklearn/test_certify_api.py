@@ -140,3 +140,29 @@ def test_nominal_bound_is_what_the_parametrisation_promises():
     cnn = CNNBackbone((1, 6, 6), (3,), (3,), 2, "tanh", head="mean", lipschitz="spectral")
     assert cnn.nominal_lipschitz() == pytest.approx(1 / 6)
     assert cnn.lipschitz_bound() <= cnn.nominal_lipschitz() * (1 + 1e-6)
+
+
+def test_explain_carries_the_certified_radius(iris):
+    X, y = iris
+    est = LVQMLNClassifier(backbone="identity", max_iter=10, robust_eps=0.2).fit(X, y)
+    info = est.explain(X)
+    assert info["radius"].dtype == np.float64
+    np.testing.assert_allclose(info["radius"], est.certify(X), rtol=1e-12)
+    # The module and the network give the same radius, in tensors.
+    network_info = est.network_.explain(torch.as_tensor(X))
+    np.testing.assert_allclose(network_info["radius"].numpy(), info["radius"], rtol=1e-12)
+    deep = LVQMLNClassifier(
+        hidden_sizes=[8], latent_dim=3, activation="maxmin", lipschitz="spectral", max_iter=5
+    ).fit(X, y)
+    np.testing.assert_allclose(deep.explain(X)["radius"], deep.certify(X), rtol=1e-9)
+
+
+def test_explain_without_a_bound_has_no_radius():
+    model = LVQMLN(backbone=_NoBound(), n_classes=2, latent_dim=2)
+    model.set_prototypes(torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([0, 1]))
+    info = model.explain(torch.randn(5, 4))
+    assert "radius" not in info and info["label"].shape == (5,)
+    model = LVQMLN(backbone=_WithBound(), n_classes=2, latent_dim=2)
+    model.set_prototypes(torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([0, 1]))
+    x = torch.randn(5, 4)
+    assert torch.allclose(model.explain(x)["radius"], model.certify(x))
