@@ -198,7 +198,10 @@ def test_lipschitz_controlled_backbones_have_norm_one_layers(mode):
                 conv_activation="relu",
                 hidden_sizes=hidden,
             ).double()
-            assert cnn.lipschitz_bound() <= 1.0 + 1e-6 and cnn.nominal_lipschitz() == 1.0
+            # torch's spectral normalisation divides a linear layer by a power-iteration
+            # estimate of its norm, which approaches it from below (a random start vector):
+            # the exact bound may exceed 1 by that estimate's error.
+            assert cnn.lipschitz_bound() <= 1.0 + 1e-3 and cnn.nominal_lipschitz() == 1.0
             _check_bound(cnn, torch.randn(8, 1, 5, 5, generator=gen, dtype=torch.float64), gen)
     else:
         with pytest.raises(ValueError, match="spectral"):
