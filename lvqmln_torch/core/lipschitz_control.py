@@ -99,8 +99,9 @@ def constrain(layer: nn.Module, mode: str | None, input_hw: Sequence[int] | None
     nothing). A ``Conv2d`` needs the ``input_hw`` of its input images.
 
     ``"orthogonal"`` uses the map ``ORTHOGONAL_MAP`` (``"cayley"``) and records it in the
-    layer's ``state_dict`` (a ``uint8`` buffer ``orthogonal_map`` holding the name). Files saved before the map was recorded (``lipschitz="orthogonal"`` used
-    PyTorch's default map then) load as the model they were: loading a state dict without the
+    layer's ``state_dict`` (a ``uint8`` buffer ``orthogonal_map`` holding the name). Files
+    saved before the map was recorded (``lipschitz="orthogonal"`` used PyTorch's default map
+    then) load as the model they were: loading a state dict without the
     name, or with another of PyTorch's maps, rebuilds the saved weight under its own map and
     stores that weight in the Cayley parametrisation (the same matrix, to rounding) before the
     usual load. This covers every loader that goes through ``load_state_dict``
