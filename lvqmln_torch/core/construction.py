@@ -41,8 +41,8 @@ DEFAULT_ACTIVATION = {"mlp": "sigmoid", "cnn": "tanh"}
 # the rate times the sum of its |inputs| (3,136 pooled features into the dense layer on 28x28
 # MNIST). Faster, the first steps saturate the tanh codes and push every code away from every
 # prototype alike (mu -> 0, the gradients vanish): on 1,000 digits upsampled to 28x28, 6
-# epochs reach 0.93-0.98 at 0.05 lr against 0.49-0.76 at 0.1 lr (softmax control 0.97-0.98),
-# and MNIST meets its targets at both (benchmarks/cnn_diagnosis.py, docs/images.md).
+# epochs reach 0.94-0.98 at 0.05 lr against 0.48-0.77 at 0.1 lr (softmax control 0.94-0.95),
+# and MNIST meets its targets at both (benchmarks/cnn_small_data.py, docs/images.md).
 DEFAULT_BB_LR_FACTOR = {"mlp": 1.0, "cnn": 0.05, "custom": 1.0, "identity": 1.0}
 """Backbone kind → the backbone's learning rate as a factor of ``lr`` when ``bb_lr`` is
 None."""
