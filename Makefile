@@ -53,7 +53,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/scale.py
 	# MNIST rows: MNIST=path/to/mnist.pkl.gz (or $$LVQMLN_MNIST); skipped with a message without it.
-	$(PY) benchmarks/accuracy.py --write $(if $(MNIST),--mnist $(MNIST))
+	$(PY) benchmarks/accuracy.py --write --mnist-estimator $(if $(MNIST),--mnist $(MNIST))
 	$(PY) benchmarks/mnist_speed.py --write $(if $(MNIST),--mnist $(MNIST))
 	$(PY) benchmarks/robustness.py --write
 
