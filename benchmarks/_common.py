@@ -119,6 +119,25 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
+def cpu_trainer(max_epochs: int, callbacks: list, quiet: bool = True, **kwargs: Any) -> Any:
+    """A one-CPU Lightning Trainer without checkpoints, for timing: progress bar, logger and
+    model summary off with ``quiet`` (on without), other ``Trainer`` arguments in ``kwargs``.
+    Lightning is imported here, not when this module is."""
+    import lightning.pytorch as pl
+
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=not quiet,
+        enable_checkpointing=False,
+        enable_progress_bar=not quiet,
+        enable_model_summary=not quiet,
+        callbacks=callbacks,
+        **kwargs,
+    )
+
+
 def replace_section(text: str, name: str, section: str) -> str:
     """``text`` with the block between ``<!-- name:start -->`` and ``<!-- name:end -->``
     replaced by ``section`` (appended when there is none), so scripts that write one section of

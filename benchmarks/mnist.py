@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import cpu_trainer
 
 BATCH_SIZE = 128
 EPOCHS = 5
@@ -30,22 +31,6 @@ EPOCHS = 5
 # (tests/lightning/test_images.py checks that both paths give the same prototypes).
 DATA_SEED = 42
 MODEL = {"backbone": "cnn", "latent_dim": 10}
-
-
-def _quiet_trainer(epochs: int, callbacks: list) -> Any:
-    import lightning as L
-
-    return L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=callbacks,
-    )
 
 
 def ours(data: tuple, epochs: int, settings: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +62,7 @@ def ours(data: tuple, epochs: int, settings: dict[str, Any]) -> dict[str, Any]:
     )
     model = LVQMLN(**{**MODEL, **settings})
     record = Record()
-    _quiet_trainer(epochs, [record]).fit(model, datamodule)
+    cpu_trainer(epochs, [record], num_sanity_val_steps=0).fit(model, datamodule)
     return {"accuracy": record.accuracy, "epoch_s": record.seconds}
 
 

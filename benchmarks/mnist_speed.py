@@ -36,7 +36,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import write_section  # noqa: E402
+from _common import cpu_trainer, write_section  # noqa: E402
 from mnist_data import ENV, find_mnist, load_mnist  # noqa: E402
 
 BATCH_SIZE = 128
@@ -111,16 +111,7 @@ def measure(X: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, Any]:
             out["plain_load"].append(_load())
 
     model = LVQMLN(**MODEL, seed=SEED)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Alternate()],
-    )
+    trainer = cpu_trainer(epochs, [Alternate()])
     # The plain loop's warm-up (its first steps allocate), as our first epoch is ours.
     with torch.enable_grad():
         plain_epoch(plain, plain_optimizer, x_all[: 8 * BATCH_SIZE], y_all[: 8 * BATCH_SIZE], 0)

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import numpy as np
-from _common import emit, load_split, timed
+from _common import cpu_trainer, emit, load_split, timed
 from worker_throughput import matmul_peak, throughput
 
 SEED_MAX_ITER = 300  # the figure's "seed defaults": 300 full-batch epochs
@@ -72,24 +72,6 @@ def _epoch_timer(clock: Any = time.perf_counter) -> Any:
     return EpochTimer()
 
 
-def _cpu_trainer(epochs: int, root: str, timer: Any, bar_and_logger: bool) -> Any:
-    """A one-CPU Trainer without checkpoints; progress bar, logger and model summary on or
-    off together."""
-    import lightning.pytorch as pl
-
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        enable_progress_bar=bar_and_logger,
-        logger=bar_and_logger,
-        enable_checkpointing=False,
-        enable_model_summary=bar_and_logger,
-        callbacks=[timer],
-        default_root_dir=root,
-    )
-
-
 def _bare_module() -> Any:
     """LVQMLN with nothing but the loss in its training step (no metrics, no logging, no
     checks) and one plain Adam over all parameters: what Lightning's loop costs around the
@@ -134,7 +116,7 @@ def epoch_time(data: str, epochs: int = 1000, skip: int = 20) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as root:
         for name, on, module in variants:
             timer = _epoch_timer()
-            trainer = _cpu_trainer(epochs, root, timer, bar_and_logger=on)
+            trainer = cpu_trainer(epochs, [timer], quiet=not on, default_root_dir=root)
             model = module()
             trainer.fit(model, ArrayDataModule(X_train, y_train))
             # One epoch = end of epoch i to end of epoch i+1: every hook, the progress bar
@@ -219,7 +201,7 @@ def step_cost(
         for _ in range(rounds):
             for name, module in (("lvqmln", LVQMLN), ("bare_module", _bare_module())):
                 timer = BatchTimer()
-                trainer = _cpu_trainer(epochs, root, timer, bar_and_logger=False)
+                trainer = cpu_trainer(epochs, [timer], default_root_dir=root)
                 dm = ArrayDataModule(X, y, batch_size=batch_size, seed=0)
                 trainer.fit(module(hidden_sizes=[64], latent_dim=10), dm)
                 median_batch = float(np.median(timer.batches))

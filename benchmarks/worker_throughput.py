@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import numpy as np
-from _common import LARGE, make_large, mlp_matmuls, timed
+from _common import LARGE, cpu_trainer, make_large, mlp_matmuls, timed
 
 
 def _plain_epoch(net: Any, optimizer: Any, x: Any, y: Any, seed: int) -> float:
@@ -86,16 +86,7 @@ def throughput(
                 )
             stamps["plain"].append(seconds)
 
-    trainer = pl.Trainer(
-        max_epochs=epochs + 2,
-        accelerator="cpu",
-        devices=1,
-        enable_progress_bar=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=[Timer()],
-    )
+    trainer = cpu_trainer(epochs + 2, [Timer()])
     start = time.perf_counter()
     datamodule = ArrayDataModule(X, y, batch_size=LARGE["batch_size"], shuffle=True)
     setup_s = time.perf_counter() - start
