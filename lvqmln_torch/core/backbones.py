@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .cnn import CNN_HEADS, CNNBackbone
+from .fused_linear import fused_linear, use_fused_path
 from .layers import ACTIVATIONS, get_activation, glorot_uniform_, glorot_weight_, positive_int
 from .lipschitz import activation_lipschitz, linear_norm
 from .lipschitz_control import LIPSCHITZ_MODES, check_lipschitz_mode, constrain
@@ -92,6 +93,12 @@ class MLPBackbone(nn.Module):
                 f"(input shape {tuple(x.shape)})"
             )
         last = len(self.layers) - 1
+        if use_fused_path(self, x, self.layers):  # training on the CPU: oneDNN
+            for i, layer in enumerate(self.layers):
+                x = fused_linear(
+                    x, layer, self.activation if i < last or self.latent_activation else None
+                )
+            return x
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last or self.latent_activation:
