@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/accuracy.py --write --mnist-estimator $(if $(MNIST),--mnist $(MNIST))
 	$(PY) benchmarks/mnist_speed.py --write $(if $(MNIST),--mnist $(MNIST))
 	$(PY) benchmarks/robustness.py --write
+	$(PY) benchmarks/step_anatomy.py --write
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict turns every warning into an error.
 $(DOCS_STAMP): $(STAMP) pyproject.toml

@@ -77,6 +77,16 @@ def _probe(python: Path, code: str) -> bool:
     return result.returncode == 0
 
 
+def _engine_counts(products: list[dict[str, Any]]) -> str:
+    """``"7 via MKL, 4 via oneDNN"``: which engine was faster for how many products."""
+    counts: dict[str, int] = {}
+    for product in products:
+        engine = product.get("engine", "mkl")  # results written before engines were compared
+        counts[engine] = counts.get(engine, 0) + 1
+    names = {"mkl": "MKL", "onednn": "oneDNN"}
+    return ", ".join(f"{n} via {names.get(e, e)}" for e, n in sorted(counts.items()))
+
+
 def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -589,11 +599,12 @@ def details(results: dict[str, Any]) -> list[str]:
         out.append(
             f"- FLOP bound: forward {f['forward']:,} FLOPs/sample (MLP matmuls + prototype "
             f"product), training {f['train']:,} (3x forward without the first layer's input "
-            f"gradient, which backpropagation never computes); float32 torch.matmul on the "
-            f"{len(p['products'])} products of one training step at batch {p['batch_size']} "
-            f"(the model's own shapes and layouts, best of {p['repeats']} each, "
-            f"{p['threads']} threads): {1e3 * p['step_s']:.2f} ms, {p['gflops']:.1f} GFLOP/s "
-            f"(from {min(x['gflops'] for x in p['products']):.0f} to "
+            f"gradient, which backpropagation never computes); float32 products of one "
+            f"training step at batch {p['batch_size']} ({len(p['products'])}, the model's own "
+            f"shapes and layouts, best of {p['repeats']} each, {p['threads']} threads, each "
+            f"through the faster of MKL's torch.matmul and oneDNN's linear where the build has "
+            f"it: {_engine_counts(p['products'])}): {1e3 * p['step_s']:.2f} ms, "
+            f"{p['gflops']:.1f} GFLOP/s (from {min(x['gflops'] for x in p['products']):.0f} to "
             f"{max(x['gflops'] for x in p['products']):.0f} GFLOP/s by product) → bound "
             f"{t['bound_samples_per_s']:,.0f} samples/s"
         )
