@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .cnn import CNN_HEADS, CNNBackbone
-from .fused_linear import fused_linear, use_fused_path
+from .fused_linear import fused_linear, use_fused_path, worth_fusing
 from .layers import ACTIVATIONS, get_activation, glorot_uniform_, glorot_weight_, positive_int
 from .lipschitz import activation_lipschitz, linear_norm
 from .lipschitz_control import LIPSCHITZ_MODES, check_lipschitz_mode, constrain
@@ -93,16 +93,15 @@ class MLPBackbone(nn.Module):
                 f"(input shape {tuple(x.shape)})"
             )
         last = len(self.layers) - 1
-        if use_fused_path(self, x, self.layers):  # training on the CPU: oneDNN
-            for i, layer in enumerate(self.layers):
-                x = fused_linear(
-                    x, layer, self.activation if i < last or self.latent_activation else None
-                )
-            return x
+        fused = use_fused_path(self, x, self.layers)  # training on the CPU: oneDNN
         for i, layer in enumerate(self.layers):
+            activation = self.activation if i < last or self.latent_activation else None
+            if fused and worth_fusing(x.shape[0], layer):
+                x = fused_linear(x, layer, activation)
+                continue
             x = layer(x)
-            if i < last or self.latent_activation:
-                x = self.activation(x)
+            if activation is not None:
+                x = activation(x)
         return x
 
     def lipschitz_bound(self) -> float:

@@ -4,13 +4,15 @@ A training step of the MLP backbone is mostly matrix products. On the CPU PyTorc
 ``nn.Linear`` through MKL's ``sgemm``, which on non-Intel x86 processors takes a generic code
 path; oneDNN (bundled with every x86 PyTorch build) picks its kernels from the instruction set
 instead, and can add the bias and apply a sigmoid or tanh in the same pass. On a 2-core AMD
-EPYC (Zen 4) the three forward products of a 784 → 512 → 256 → 64 MLP at batch 1024 took
-5.4 ms through oneDNN against 6.4 ms through MKL, and a training step 8 % less time
-(``benchmarks/step_anatomy.py``). The backward pass computes the gradient of the layer's
-input through oneDNN as well and the weight gradient through ``torch.mm`` (oneDNN is slower
-on that transposed product).
+EPYC (Zen 4) the forward products of a 784 → 512 → 256 → 64 MLP at batch 1024 ran 7-16 %
+faster through oneDNN than through MKL (``benchmarks/step_anatomy.py`` times the products and
+the whole step both ways). The backward pass computes the gradient of the layer's input
+through oneDNN as well and the weight gradient through ``torch.mm`` (oneDNN is slower on that
+transposed product).
 
-[`MLPBackbone`][lvqmln_torch.core.backbones.MLPBackbone] takes this path only where it cannot
+[`MLPBackbone`][lvqmln_torch.core.backbones.MLPBackbone] takes this path for the layers whose
+product is large enough to repay oneDNN's per-call setup
+([`FUSED_MIN_MACS`][lvqmln_torch.core.fused_linear.FUSED_MIN_MACS]), and only where it cannot
 change what a user sees: in training mode with gradients on, float32 on the CPU, outside
 autocast, tracing and compilation, on layers without hooks, and when oneDNN is enabled
 (``torch.backends.mkldnn.enabled``, PyTorch's own switch: set it to ``False`` to train
@@ -28,11 +30,29 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FUSED_ACTIVATIONS", "fused_linear", "fused_path_available", "use_fused_path"]
+__all__ = [
+    "FUSED_ACTIVATIONS",
+    "FUSED_MIN_MACS",
+    "fused_linear",
+    "fused_path_available",
+    "use_fused_path",
+    "worth_fusing",
+]
 
 FUSED_ACTIVATIONS: dict[type, str] = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
 """Activation modules applied inside oneDNN's product (the name is oneDNN's post-op); any
 other activation runs as its own torch operation after the fused product."""
+
+FUSED_MIN_MACS = 1 << 24
+"""A layer takes the oneDNN path from this many multiply-adds per product (batch x inputs x
+outputs, about 16.8 million) up. A oneDNN call costs about 20 µs of setup (against 4 µs for
+``nn.functional.linear`` on a 64 x 4 input) and the autograd node some more, so small layers
+ran about twice as slow through it (a 64 x 32 -> 8 layer's forward and backward: 180 against
+82 µs), while the whole step of figure 3's MLP (batch 1024, layers of 411, 134 and 16.8 million
+multiply-adds) ran 3 % faster with all three fused (16.50 against 17.03 ms per step, six
+alternating rounds on a 2-core AMD EPYC; 16.74 ms with only the two largest) and an MNIST-sized
+one at batch 128 (51, 16.8 and 2.1 million) as fast as through ``nn.Linear``, within the
+machine's noise."""
 
 _ACTIVATION_BACKWARD = {
     "sigmoid": torch.ops.aten.sigmoid_backward,  # grad · y (1 − y)
@@ -88,6 +108,8 @@ def use_fused_path(module: nn.Module, x: Tensor, layers: Any) -> bool:
         return False
     if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 2 or x.shape[0] == 0:
         return False
+    if not any(worth_fusing(x.shape[0], layer) for layer in layers):
+        return False
     if not torch.backends.mkldnn.enabled or torch.is_autocast_enabled("cpu") or _tracing():
         return False
     if _has_hooks(module) or any(_has_hooks(layer) for layer in layers):
@@ -97,6 +119,12 @@ def use_fused_path(module: nn.Module, x: Tensor, layers: Any) -> bool:
     if any(p.dtype != torch.float32 or p.device != x.device for p in module.parameters()):
         return False
     return fused_path_available()
+
+
+def worth_fusing(batch: int, layer: nn.Linear) -> bool:
+    """Whether a layer's product at this batch size is large enough for the oneDNN path (see
+    [`FUSED_MIN_MACS`][lvqmln_torch.core.fused_linear.FUSED_MIN_MACS])."""
+    return batch * layer.in_features * layer.out_features >= FUSED_MIN_MACS
 
 
 class _FusedLinear(torch.autograd.Function):

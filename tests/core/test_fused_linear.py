@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from lvqmln_torch.core import fused_linear as fused_module
 from lvqmln_torch.core.backbones import MLPBackbone
 from lvqmln_torch.core.fused_linear import fused_linear, fused_path_available, use_fused_path
 
@@ -16,6 +17,13 @@ needs_onednn = pytest.mark.skipif(
     not fused_path_available(), reason="this PyTorch build has no usable oneDNN linear"
 )
 FUSED = "_FusedLinearBackward"
+
+
+@pytest.fixture(autouse=True)
+def fuse_small_layers(monkeypatch, request):
+    """The tests' layers are small: fuse them whatever their size (but in the size test)."""
+    if "size" not in request.node.name:
+        monkeypatch.setattr(fused_module, "FUSED_MIN_MACS", 0)
 
 
 @contextlib.contextmanager
@@ -45,18 +53,21 @@ def _inputs(n=9):
     return torch.randn(n, 7, generator=torch.Generator().manual_seed(1)) * 2
 
 
-def _uses_fused(out):
-    """Whether the autograd graph of ``out`` has a fused node."""
-    seen, stack = set(), [out.grad_fn]
+def _fused_nodes(out):
+    """How many fused nodes the autograd graph of ``out`` has."""
+    seen, stack, count = set(), [out.grad_fn], 0
     while stack:
         node = stack.pop()
         if node is None or node in seen:
             continue
         seen.add(node)
-        if type(node).__name__ == FUSED:
-            return True
+        count += type(node).__name__ == FUSED
         stack.extend(next_node for next_node, _ in node.next_functions)
-    return False
+    return count
+
+
+def _uses_fused(out):
+    return _fused_nodes(out) > 0
 
 
 def _output_and_grads(backbone, x, enabled):
@@ -152,3 +163,16 @@ def test_plain_path_wherever_a_user_could_tell():
     handle.remove()
     assert fused() == fused_path_available()
     assert not use_fused_path(backbone, x[:0], backbone.layers)  # an empty batch
+
+
+@needs_onednn
+def test_only_layers_large_enough_take_the_oneDNN_path_by_size():
+    """Per layer: a product of FUSED_MIN_MACS multiply-adds and more is fused, a smaller one
+    (whose oneDNN setup would cost more than it saves) runs nn.Linear."""
+    width = 1 << 10
+    batch = fused_module.FUSED_MIN_MACS // (width * width)
+    backbone = MLPBackbone(width, (width,), 2, generator=torch.Generator().manual_seed(0)).train()
+    x = torch.randn(batch, width, generator=torch.Generator().manual_seed(1))
+    # the width x width layer; the last (width x 2) is too small
+    assert _fused_nodes(backbone(x)) == 1
+    assert not _uses_fused(backbone(x[: batch - 1]))  # one row less: no layer is large enough
