@@ -157,6 +157,15 @@ def write_section(path: Path, name: str, section: str) -> None:
     path.write_text(replace_section(text, name, section))
 
 
+def publish(report: str, name: str, output: Path, write: bool) -> None:
+    """Print a script's ``report`` and, with ``write``, put it into its ``name`` section of the
+    report at ``output`` (see :func:`write_section`)."""
+    print(report)
+    if write:
+        write_section(output, name, report)
+        print(f"written to {output}")
+
+
 def keep_section(old: str, new: str, name: str) -> str:
     """``new`` with the ``name`` block of ``old`` carried over (see :func:`replace_section`)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

@@ -36,7 +36,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import cpu_trainer, write_section  # noqa: E402
+from _common import cpu_trainer, publish  # noqa: E402
 from mnist_data import ENV, find_mnist, load_mnist  # noqa: E402
 
 BATCH_SIZE = 128
@@ -216,11 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = measure(X, y, args.epochs)
     meta["load_end"] = _load()
-    report = render(result, meta)
-    print(report)
-    if args.write:
-        write_section(args.output, "mnist_speed", report)
-        print(f"written to {args.output}")
+    publish(render(result, meta), "mnist_speed", args.output, args.write)
     return 0
 
 

@@ -46,7 +46,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import LARGE, cpu_trainer, make_large, mlp_flops_per_sample, write_section  # noqa: E402
+from _common import LARGE, cpu_trainer, make_large, mlp_flops_per_sample, publish  # noqa: E402
 
 PHASES = ("gather", "forward", "loss", "backward", "optimizer")
 MODEL = {
@@ -388,11 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = measure(args.samples, args.rounds)
     meta["load_end"] = os.getloadavg()[0]
-    report = render(result, meta)
-    print(report)
-    if args.write:
-        write_section(args.output, "step_anatomy", report)
-        print(f"written to {args.output}")
+    publish(render(result, meta), "step_anatomy", args.output, args.write)
     return 0
 
 
