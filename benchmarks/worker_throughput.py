@@ -122,7 +122,6 @@ def matmul_peak(repeats: int = 10) -> dict[str, Any]:
 
     from lvqmln_torch.core.fused_linear import fused_path_available
 
-    onednn = torch.ops.mkldnn._linear_pointwise
     generator = torch.Generator().manual_seed(0)
 
     def factor(rows: int, cols: int, transposed: bool) -> Any:
@@ -142,7 +141,9 @@ def matmul_peak(repeats: int = 10) -> dict[str, Any]:
         a, b = factor(m, k, shape["a_t"]), factor(k, n, shape["b_t"])
         engines = {"mkl": lambda a=a, b=b: torch.matmul(a, b)}
         if fused_path_available():  # a @ b as oneDNN's linear with the weight bᵀ
-            engines["onednn"] = lambda a=a, b=b: onednn(a.contiguous(), b.T, None, "none", [], "")
+            engines["onednn"] = lambda a=a, b=b: torch.ops.mkldnn._linear_pointwise(
+                a.contiguous(), b.T, None, "none", [], ""
+            )
         seconds = {}
         for name, product in engines.items():
             product()  # warm-up

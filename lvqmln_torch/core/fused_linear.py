@@ -25,6 +25,7 @@ ReLU is not fused: oneDNN's maps NaN to 0, which would hide a diverging run.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -100,7 +101,7 @@ def _has_hooks(module: nn.Module) -> bool:
     )
 
 
-def use_fused_path(module: nn.Module, x: Tensor, layers: Any) -> bool:
+def use_fused_path(module: nn.Module, x: Tensor, layers: Sequence[nn.Linear]) -> bool:
     """Whether ``module`` (in training mode) should run ``layers`` (``nn.Linear``) on ``x``
     through [`fused_linear`][lvqmln_torch.core.fused_linear.fused_linear] (the conditions are in
     the module docstring)."""
