@@ -82,6 +82,7 @@ def _output_and_grads(backbone, x, enabled):
     return out.detach(), grads, _uses_fused(out)
 
 
+@pytest.mark.numerics  # oneDNN against MKL: a cross-engine comparison
 @needs_onednn
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "leaky_relu", "selu", "maxmin"])
 @pytest.mark.parametrize("latent_activation", [True, False])
@@ -97,6 +98,7 @@ def test_fused_equals_nn_linear(activation, latent_activation, lipschitz):
         torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.numerics  # oneDNN against MKL: a cross-engine comparison
 @needs_onednn
 def test_second_order_gradients_equal_nn_linear():
     """A gradient penalty (create_graph=True) differentiates the fused backward again."""
@@ -128,6 +130,7 @@ def test_nan_reaches_the_output(activation):
     assert out[2].isnan().all() and not out[[0, 1, 3]].isnan().any()
 
 
+@pytest.mark.numerics  # oneDNN against MKL: a cross-engine comparison
 @needs_onednn
 def test_frozen_weights_and_no_bias():
     """Only the gradients asked for: an input gradient through frozen weights, no bias."""
